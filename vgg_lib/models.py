@@ -1,0 +1,309 @@
+"""The VGG network (Sect. 2), its fully-convolutional form (Sect. 3.2) and initialisation (Sect. 3.1).
+
+Layers are named as in the paper's figures and in Caffe's release: ``conv3_2`` is the second
+convolution of block 3, ``pool5`` the last max-pool, ``fc6``/``fc7``/``fc8`` the three
+fully-connected layers. ``model.features.conv5_3`` reads like the paper.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from .configs import CONFIGS, FC_WIDTH, conv_spec, resolve
+
+# AlexNet's local response normalisation (Krizhevsky et al., 2012, Sect. 3.3).
+LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
+
+
+def local_response_norm() -> nn.LocalResponseNorm:
+    """AlexNet's LRN as used by A-LRN (Sect. 2.2): n=5, alpha=1e-4, beta=0.75, k=2.
+
+    AlexNet writes ``b = a / (k + alpha * sum_{n neighbours} a^2) ** beta``.
+    PyTorch's ``nn.LocalResponseNorm(size, alpha, beta, k)`` divides alpha by the window:
+    ``b = a / (k + alpha / size * sum a^2) ** beta``. To reproduce AlexNet's formula one
+    must therefore pass ``alpha = 1e-4 * 5 = 5e-4``. (Caffe's LRN layer, which the paper's
+    authors used, also divides by the window size, so Caffe's ``alpha: 0.0001`` equals
+    PyTorch's ``alpha=1e-4``.) We follow AlexNet's paper, the source A-LRN cites:
+    ``alpha = LRN_ALPHA * LRN_SIZE``.
+    """
+    return nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA * LRN_SIZE, beta=LRN_BETA, k=LRN_K)
+
+
+def _scaled(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
+
+
+def make_features(config: list, width: float = 1.0, batch_norm: bool = False) -> nn.Sequential:
+    """One function turns a Table 1 column into layers (cf. torchvision's ``make_layers``)."""
+    layers: list[tuple[str, nn.Module]] = []
+    in_channels, block, index = 3, 1, 0
+    for item in config:
+        if item == "M":
+            layers.append((f"pool{block}", nn.MaxPool2d(kernel_size=2, stride=2)))
+            block, index = block + 1, 0
+        elif item == "LRN":
+            layers.append((f"norm{block}", local_response_norm()))
+        else:
+            k, c = conv_spec(item)
+            c = _scaled(c, width)
+            index += 1
+            tag = f"{block}_{index}"
+            layers.append((f"conv{tag}", nn.Conv2d(in_channels, c, kernel_size=k, padding=(k - 1) // 2)))
+            if batch_norm:
+                layers.append((f"bn{tag}", nn.BatchNorm2d(c)))
+            layers.append((f"relu{tag}", nn.ReLU(inplace=True)))
+            in_channels = c
+    return nn.Sequential(OrderedDict(layers))
+
+
+def make_classifier(in_features: int, fc_width: int, num_classes: int, dropout: float) -> nn.Sequential:
+    """FC-4096, FC-4096, FC-num_classes; dropout after the first two (Sect. 3.1)."""
+    return nn.Sequential(OrderedDict([
+        ("fc6", nn.Linear(in_features, fc_width)),
+        ("relu6", nn.ReLU(inplace=True)),
+        ("drop6", nn.Dropout(dropout)),
+        ("fc7", nn.Linear(fc_width, fc_width)),
+        ("relu7", nn.ReLU(inplace=True)),
+        ("drop7", nn.Dropout(dropout)),
+        ("fc8", nn.Linear(fc_width, num_classes)),
+    ]))
+
+
+class VGG(nn.Module):
+    """A VGG network: ``features`` (the conv stack) then ``classifier`` (the FC layers).
+
+    The forward pass returns class scores (logits); the soft-max lives in the loss or in
+    ``vgg_lib.evaluate``. The first FC layer expects the feature map of an
+    ``input_size`` x ``input_size`` image (7x7 at 224); for other sizes use
+    ``fully_convolutional(model)``, which is how the paper tests (Sect. 3.2).
+    """
+
+    def __init__(self, features: nn.Sequential, classifier: nn.Sequential, *, config: str,
+                 input_size: int = 224, width: float = 1.0, batch_norm: bool = False):
+        super().__init__()
+        self.features = features
+        self.classifier = classifier
+        self.config = config
+        self.input_size = input_size
+        self.width = width
+        self.batch_norm = batch_norm
+
+    @property
+    def feature_size(self) -> int:
+        """Side of the last feature map for an ``input_size`` image (five 2x2 poolings)."""
+        return self.input_size // 32
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.fc8.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        s = self.feature_size
+        if x.shape[-2:] != (s, s):
+            raise ValueError(
+                f"VGG({self.config}) was built for {self.input_size}x{self.input_size} inputs "
+                f"({s}x{s} after pool5) but got a {tuple(x.shape[-2:])} feature map; "
+                f"crop the image to {self.input_size} or use fully_convolutional(model)")
+        return self.classifier(torch.flatten(x, 1))
+
+    def extra_repr(self) -> str:
+        return (f"config={self.config!r}, input_size={self.input_size}, width={self.width}, "
+                f"batch_norm={self.batch_norm}")
+
+
+def vgg(name: str = "D", num_classes: int = 1000, width: float = 1.0, batch_norm: bool = False,
+        dropout: float = 0.5, input_size: int = 224, init: str | None = "normal") -> VGG:
+    """Build configuration ``name`` of Table 1 (``"A"``, ``"A-LRN"``, ``"B"``, ``"C"``, ``"D"``,
+    ``"E"``, ``"B-5x5"`` or torchvision's ``"vgg11"``, ``"vgg13"``, ``"vgg16"``, ``"vgg19"``).
+
+    ``width`` scales every conv layer's channels and the FC width (``width=1/8`` gives a net
+    with the paper's depth and geometry that trains on a laptop CPU); ``input_size`` is the
+    training crop (224 in the paper; 32 for small images, where pool5 is 1x1).
+    ``batch_norm`` is *not* in the paper (it came a year later); it is offered because deep
+    nets train from scratch with it. ``init`` is a scheme of ``init_weights`` or ``None``.
+    """
+    config = resolve(name)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
+        raise ValueError(f"width must be a number > 0 (e.g. 1.0 for the paper, 0.125 for CPU), got {width!r}")
+    if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 32:
+        raise ValueError(f"input_size must be an integer >= 32 (five 2x2 poolings), got {input_size!r}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if init is not None and init not in INIT_SCHEMES:
+        raise ValueError(f"init must be one of {', '.join(INIT_SCHEMES)} or None, got {init!r}")
+
+    features = make_features(CONFIGS[config], width, batch_norm)
+    channels = [m.out_channels for m in features if isinstance(m, nn.Conv2d)][-1]
+    side = input_size // 32
+    classifier = make_classifier(channels * side * side, _scaled(FC_WIDTH, width), num_classes, dropout)
+    model = VGG(features, classifier, config=config, input_size=input_size, width=width,
+                batch_norm=batch_norm)
+    if init is not None:
+        init_weights(model, init)
+    return model
+
+
+# --- Sect. 3.2: the fully-convolutional net used at test time -------------------------------
+
+class FullyConvolutionalVGG(nn.Module):
+    """A ``VGG`` whose FC layers became convolutions: fc6 -> 7x7 conv, fc7/fc8 -> 1x1 convs.
+
+    Applied to an image of any size (at least ``input_size``) it returns a class-score map
+    of shape ``(N, num_classes, h, w)``; the paper averages it spatially (Sect. 3.2).
+    """
+
+    def __init__(self, features: nn.Sequential, classifier: nn.Sequential, *, config: str,
+                 input_size: int):
+        super().__init__()
+        self.features = features
+        self.classifier = classifier
+        self.config = config
+        self.input_size = input_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def fully_convolutional(model: VGG) -> FullyConvolutionalVGG:
+    """The same weights with the FC layers as convolutions (a copy; ``model`` is untouched)."""
+    if not isinstance(model, VGG):
+        raise TypeError(f"fully_convolutional expects a vgg_lib VGG, got {type(model).__name__}")
+    side = model.feature_size
+    layers = []
+    for name, module in model.classifier.named_children():
+        if isinstance(module, nn.Linear):
+            k = side if name == "fc6" else 1
+            conv = nn.Conv2d(module.in_features // (k * k), module.out_features, kernel_size=k)
+            with torch.no_grad():
+                # torch.flatten orders features as (channel, row, column): a plain reshape.
+                conv.weight.copy_(module.weight.reshape(conv.weight.shape))
+                conv.bias.copy_(module.bias)
+            layers.append((name, conv))
+        else:
+            layers.append((name, copy.deepcopy(module)))
+    fcn = FullyConvolutionalVGG(copy.deepcopy(model.features), nn.Sequential(OrderedDict(layers)),
+                                config=model.config, input_size=model.input_size)
+    return fcn.train(model.training)
+
+
+# --- Sect. 3.1: initialisation ----------------------------------------------------------------
+
+INIT_SCHEMES = ("normal", "glorot", "kaiming")
+
+
+def init_weights(model: nn.Module, scheme: str = "normal", std: float = 0.01) -> nn.Module:
+    """Initialise every conv and FC layer in place; biases are zero (Sect. 3.1).
+
+    * ``"normal"``: weights from N(0, std^2). The paper says "zero mean and 10^-2 variance",
+      which read literally is std = 0.1; the released Caffe models and most
+      re-implementations use std = 0.01 (variance 10^-4). We default to 0.01 and let
+      ``std`` choose; the Training chapter tries both.
+    * ``"glorot"``: Glorot & Bengio (2010) uniform, which the paper notes (Sect. 3.1) made
+      pre-training unnecessary.
+    * ``"kaiming"``: He et al. (2015) normal, fan-out, for ReLU (what torchvision uses).
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init scheme must be one of {', '.join(INIT_SCHEMES)}, got {scheme!r}")
+    if not std > 0:
+        raise ValueError(f"std must be > 0, got {std!r}")
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if scheme == "normal":
+                nn.init.normal_(m.weight, 0.0, std)
+            elif scheme == "glorot":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def _weight_layers(model: nn.Module, kind: type) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, kind)]
+
+
+def init_from(model: VGG, source: VGG, n_conv: int = 4) -> VGG:
+    """The paper's pre-initialisation (Sect. 3.1): copy the first ``n_conv`` conv layers and the
+    three FC layers of a trained net A (``source``) into ``model``; the rest stays random.
+
+    Batch-norm layers right after the copied convolutions are copied too. A shape mismatch
+    raises ``ValueError`` naming the layer and both shapes.
+    """
+    pairs = list(zip(_weight_layers(model, nn.Conv2d)[:n_conv], _weight_layers(source, nn.Conv2d)[:n_conv]))
+    pairs += list(zip(_weight_layers(model, nn.Linear), _weight_layers(source, nn.Linear)))
+    if len(pairs) < n_conv + 3:
+        raise ValueError(f"init_from needs {n_conv} conv and 3 FC layers in both nets, found {len(pairs)} pairs")
+    src_modules = dict(source.named_modules())
+    dst_modules = dict(model.named_modules())
+    for (name, dst), (src_name, src) in pairs:
+        for p in ("weight", "bias"):
+            a, b = getattr(dst, p), getattr(src, p)
+            if a.shape != b.shape:
+                raise ValueError(f"init_from: layer {name} has {p} shape {tuple(a.shape)} but the "
+                                 f"source's {src_name} has {tuple(b.shape)}")
+        with torch.no_grad():
+            dst.weight.copy_(src.weight)
+            dst.bias.copy_(src.bias)
+        bn_dst = dst_modules.get(name.replace("conv", "bn"))
+        bn_src = src_modules.get(src_name.replace("conv", "bn"))
+        if isinstance(bn_dst, nn.BatchNorm2d) and isinstance(bn_src, nn.BatchNorm2d):
+            bn_dst.load_state_dict(bn_src.state_dict())
+    return model
+
+
+# --- torchvision weights ---------------------------------------------------------------------
+
+def load_torchvision_weights(model: VGG, state_dict: dict) -> VGG:
+    """Load a torchvision ``vgg11/13/16/19`` (or ``*_bn``) state dict into a ``vgg_lib`` A/B/D/E.
+
+    Layers are matched in order (torchvision numbers them ``features.0``, ``features.3``, ...;
+    we name them ``conv1_1``, ...). Nothing is downloaded: pass a state dict you have, e.g.
+    ``torchvision.models.vgg16(weights="IMAGENET1K_V1").state_dict()`` if you chose to fetch it.
+
+    Preprocessing each source expects:
+
+    * torchvision's ImageNet weights: RGB in [0, 1], normalised with mean
+      (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225);
+    * the original Caffe release by the paper's authors: BGR in [0, 255] minus the mean
+      pixel (103.939, 116.779, 123.68) in B, G, R order, no division.
+
+    A state dict of the wrong architecture raises ``ValueError`` naming the first mismatching
+    key and both shapes.
+    """
+    ours = list(model.state_dict().items())
+    theirs = list(state_dict.items())
+    new = OrderedDict()
+    for (k1, v1), (k2, v2) in itertools.zip_longest(ours, theirs, fillvalue=(None, None)):
+        same = (k1 is not None and k2 is not None and v1.shape == v2.shape
+                and k1.rsplit(".", 1)[-1] == k2.rsplit(".", 1)[-1])
+        if not same:
+            raise ValueError(
+                f"state dict does not match VGG({model.config}, batch_norm={model.batch_norm}) "
+                f"({len(theirs)} tensors vs the model's {len(ours)}): model key {k1} has shape "
+                f"{_shape(v1)} but state-dict key {k2} has shape {_shape(v2)}")
+        new[k1] = v2
+    model.load_state_dict(new)
+    return model
+
+
+def _shape(v) -> str:
+    return "(missing)" if v is None else str(tuple(v.shape))
+
+
+# torchvision's preprocessing of its ImageNet weights (RGB in [0, 1]).
+TORCHVISION_MEAN = (0.485, 0.456, 0.406)
+TORCHVISION_STD = (0.229, 0.224, 0.225)
+# The Caffe release: BGR pixels in [0, 255] minus this mean (B, G, R).
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
