@@ -1,0 +1,238 @@
+"""The paper's pre-processing (Sect. 3.1) and test-time rescaling (Sect. 3.2).
+
+Training: rescale the image isotropically so that its smallest side is S (fixed, or drawn per
+image from [Smin, Smax]: *scale jittering*), take a random crop (224x224 in the paper), flip it
+horizontally at random, shift its colours along the principal components of the training set's
+RGB values (AlexNet's "fancy PCA", std 0.1), subtract the training set's mean RGB. That last
+step is the paper's only normalisation: no division by a standard deviation.
+
+Testing: rescale so the smallest side is Q, optionally take a centre crop, subtract the mean.
+
+Inputs are uint8 tensors (3, H, W); outputs are float32 (3, h, w) in pixel units (0..255) minus
+the mean RGB, times ``pixel_scale`` (1.0 by default, the paper's units).
+
+Speed: the training transform never rescales the whole image. It draws S and the crop window in
+the rescaled image's coordinates, maps the window back to the original image and resizes only
+that window to crop x crop (``resized_crop``): the same pixels up to sub-pixel rounding of the
+window, and several times less work when S is large.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral
+
+import torch
+import torchvision.transforms.v2.functional as F
+
+
+PAPER_CROP = 224  # the ConvNet input size of the paper
+
+
+def scaled_size(paper_size: int, crop: int) -> int:
+    """Map one of the paper's sizes (S or Q, for 224 crops) to crops of ``crop`` pixels.
+
+    Keeps the paper's ratios: ``scaled_size(256, 32) == round(256 * 32 / 224) == 37``.
+    """
+    _positive_int("paper_size", paper_size)
+    _positive_int("crop", crop)
+    return int(round(paper_size * crop / PAPER_CROP))
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+
+
+def _rgb(name, value, shape):
+    if value is None:
+        return None
+    t = torch.as_tensor(value, dtype=torch.float64)
+    if tuple(t.shape) != shape or not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be a finite array of shape {shape}, got {tuple(t.shape)}")
+    return t
+
+
+def rescale(img: torch.Tensor, S: int, antialias: bool = True) -> torch.Tensor:
+    """Isotropic rescale so that the smallest side of ``img`` (…, H, W) becomes ``S``."""
+    _positive_int("S", S)
+    h, w = img.shape[-2:]
+    return F.resize(img, list(_rescaled_hw(h, w, S)), antialias=antialias)
+
+
+def _rescaled_hw(h, w, S):
+    if h <= w:
+        return S, max(S, int(round(w * S / h)))
+    return max(S, int(round(h * S / w))), S
+
+
+def _check_image(img):
+    if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:
+        got = f"{img.dtype} {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
+        raise ValueError(f"expected a uint8 tensor of shape (3, H, W), got {got}")
+
+
+class TrainTransform:
+    """Sect. 3.1 training pre-processing; build it with :func:`train_transform`.
+
+    ``sample(h, w, generator)`` draws one image's random parameters (S, crop position, flip,
+    colour coefficients) and ``apply(img, params)`` uses them, so tests and figures can replay
+    or inspect a draw; calling the transform does both. Random numbers come from ``torch``'s
+    global generator unless one is passed (DataLoader workers seed it differently per worker).
+    """
+
+    def __init__(self, S, crop, mean, eigval=None, eigvec=None, flip=True, colour_std=0.1,
+                 pixel_scale=1.0, fused=True):
+        if isinstance(S, (tuple, list)):
+            if len(S) != 2:
+                raise ValueError(f"S={S!r} must be an int or a (Smin, Smax) pair")
+            smin, smax = S
+            _positive_int("Smin", smin)
+            _positive_int("Smax", smax)
+            if smin > smax:
+                raise ValueError(f"S={tuple(S)!r}: Smin={smin} is larger than Smax={smax}")
+        else:
+            _positive_int("S", S)
+            smin = smax = S
+        _positive_int("crop", crop)
+        if smin < crop:
+            raise ValueError(f"S={S!r} is smaller than crop={crop}: the crop must fit in the "
+                             f"rescaled image (need S >= crop, or Smin >= crop)")
+        if not (isinstance(colour_std, (int, float)) and colour_std >= 0):
+            raise ValueError(f"colour_std={colour_std!r} must be a number >= 0")
+        if not (isinstance(pixel_scale, (int, float)) and pixel_scale > 0):
+            raise ValueError(f"pixel_scale={pixel_scale!r} must be a number > 0")
+        if (eigval is None) != (eigvec is None):
+            raise ValueError("eigval and eigvec must be given together (or both None: no colour shift)")
+        self.smin, self.smax, self.crop = int(smin), int(smax), int(crop)
+        self.mean = _rgb("mean", mean, (3,))
+        if self.mean is None:
+            raise ValueError("mean must be given: the training set's mean RGB (see rgb_statistics)")
+        self.eigval, self.eigvec = _rgb("eigval", eigval, (3,)), _rgb("eigvec", eigvec, (3, 3))
+        self.flip, self.colour_std = bool(flip), float(colour_std)
+        self.pixel_scale, self.fused = float(pixel_scale), fused
+
+    @property
+    def max_size(self) -> int:
+        """The largest S used: a data set may decode images at a reduced size down to this."""
+        return self.smax
+
+    def sample(self, height: int, width: int, generator=None) -> dict:
+        g = generator
+        S = int(torch.randint(self.smin, self.smax + 1, (1,), generator=g))
+        h, w = _rescaled_hw(height, width, S)
+        top = int(torch.randint(0, h - self.crop + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - self.crop + 1, (1,), generator=g))
+        flip = bool(torch.rand((), generator=g) < 0.5) if self.flip else False
+        alpha = torch.randn(3, generator=g, dtype=torch.float64) * self.colour_std
+        return dict(S=S, top=top, left=left, flip=flip, alpha=alpha)
+
+    def colour_shift(self, alpha: torch.Tensor) -> torch.Tensor:
+        """AlexNet's RGB shift ``[p1 p2 p3][a1 l1, a2 l2, a3 l3]^T``, in pixel units.
+
+        Eigenvalues are those of the covariance of RGB values scaled to [0, 1] (as in the
+        AlexNet-style reference code, e.g. ImageNet's ``[0.2175, 0.0188, 0.0045]``), hence the
+        factor 255 to come back to pixel units.
+        """
+        if self.eigval is None or self.colour_std == 0:
+            return torch.zeros(3, dtype=torch.float64)
+        return 255.0 * self.eigvec @ (alpha * self.eigval)
+
+    def apply(self, img: torch.Tensor, p: dict) -> torch.Tensor:
+        _check_image(img)
+        H, W = img.shape[-2:]
+        c = self.crop
+        if self.fused:
+            # the crop window in original pixels, resized straight to crop x crop
+            h, w = _rescaled_hw(H, W, p["S"])
+            sy, sx = H / h, W / w
+            top, left = int(round(p["top"] * sy)), int(round(p["left"] * sx))
+            ch, cw = max(1, int(round(c * sy))), max(1, int(round(c * sx)))
+            top, left = min(top, H - ch), min(left, W - cw)
+            x = F.resized_crop(img, top, left, ch, cw, [c, c], antialias=True)
+        else:
+            x = rescale(img, p["S"])[:, p["top"]:p["top"] + c, p["left"]:p["left"] + c]
+        if p["flip"]:
+            x = x.flip(-1)
+        offset = (self.mean - self.colour_shift(p["alpha"])).to(torch.float32).view(3, 1, 1)
+        x = x.to(torch.float32).sub_(offset)
+        return x.mul_(self.pixel_scale) if self.pixel_scale != 1.0 else x
+
+    def __call__(self, img: torch.Tensor, generator=None) -> torch.Tensor:
+        _check_image(img)
+        return self.apply(img, self.sample(img.shape[-2], img.shape[-1], generator))
+
+    def __repr__(self):
+        S = self.smin if self.smin == self.smax else (self.smin, self.smax)
+        return (f"TrainTransform(S={S}, crop={self.crop}, flip={self.flip}, "
+                f"colour_std={self.colour_std if self.eigval is not None else 0}, "
+                f"pixel_scale={self.pixel_scale})")
+
+
+class TestTransform:
+    """Sect. 3.2 test pre-processing: smallest side to Q, optional centre crop, minus the mean."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, Q, mean, crop=None, pixel_scale=1.0):
+        _positive_int("Q", Q)
+        if crop is not None:
+            _positive_int("crop", crop)
+            if crop > Q:
+                raise ValueError(f"crop={crop} is larger than Q={Q}: the crop must fit in the "
+                                 f"rescaled image (need Q >= crop)")
+        if not (isinstance(pixel_scale, (int, float)) and pixel_scale > 0):
+            raise ValueError(f"pixel_scale={pixel_scale!r} must be a number > 0")
+        self.Q, self.crop, self.pixel_scale = int(Q), crop, float(pixel_scale)
+        self.mean = _rgb("mean", mean, (3,))
+        if self.mean is None:
+            raise ValueError("mean must be given: the training set's mean RGB (see rgb_statistics)")
+
+    @property
+    def max_size(self) -> int:
+        return self.Q
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        _check_image(img)
+        x = rescale(img, self.Q)
+        if self.crop is not None:
+            x = F.center_crop(x, [self.crop, self.crop])
+        x = x.to(torch.float32).sub_(self.mean.to(torch.float32).view(3, 1, 1))
+        return x.mul_(self.pixel_scale) if self.pixel_scale != 1.0 else x
+
+    def __repr__(self):
+        return f"TestTransform(Q={self.Q}, crop={self.crop}, pixel_scale={self.pixel_scale})"
+
+
+def train_transform(S, crop, mean, eigval=None, eigvec=None, flip=True, colour_std=0.1,
+                    pixel_scale=1.0) -> TrainTransform:
+    """The training transform of Sect. 3.1: uint8 (3, H, W) -> float32 (3, crop, crop).
+
+    ``S``: an int (single-scale training) or ``(Smin, Smax)`` (scale jittering, S drawn
+    uniformly per image). ``mean``/``eigval``/``eigvec``: the training set's RGB statistics,
+    e.g. ``train_transform(S, crop, **rgb_statistics(train_set))``; without ``eigval``/
+    ``eigvec`` there is no colour shift.
+    """
+    return TrainTransform(S, crop, mean, eigval, eigvec, flip, colour_std, pixel_scale)
+
+
+def test_transform(Q, mean, crop=None, pixel_scale=1.0) -> TestTransform:
+    """The test transform (Sect. 3.2): smallest side to ``Q``, optional centre ``crop``."""
+    return TestTransform(Q, mean, crop, pixel_scale)
+
+
+test_transform.__test__ = False  # not a pytest test function
+
+
+def collate(batch):
+    """Stack ``(image, label)`` items into ``(images (N, 3, h, w), labels (N,))``.
+
+    Training crops all have the same size, so PyTorch's default collate would do; this one
+    also says what to do when test images of different sizes meet in one batch.
+    """
+    images, labels = zip(*batch)
+    sizes = {tuple(x.shape) for x in images}
+    if len(sizes) > 1:
+        raise ValueError(f"cannot batch images of different sizes {sorted(sizes)[:3]}...: use a "
+                         f"crop in test_transform, or batch_size=1 for full-image (dense) testing")
+    return torch.stack(images), torch.as_tensor(labels, dtype=torch.long)
