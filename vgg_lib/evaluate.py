@@ -376,7 +376,7 @@ def topk_error(posteriors, labels, k: int = 1) -> float:
     if not _is_int(k) or not 1 <= k <= p.shape[1]:
         raise ValueError(f"k={k!r} is not valid for {p.shape[1]} classes; allowed: 1 <= k <= {p.shape[1]}")
     hit = (p.topk(k, dim=1).indices == y[:, None]).any(1)
-    return 100.0 * (1.0 - hit.float().mean().item())
+    return 100.0 * (1.0 - hit.double().mean().item())
 
 
 def per_class_error(posteriors, labels, num_classes: int | None = None) -> np.ndarray:

@@ -1,0 +1,235 @@
+"""vgg_lib.evaluate: the paper's test-time methods (Sect. 3.2, 4.1-4.4)."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import top_k_accuracy_score
+
+from vgg_lib import evaluate as E
+from vgg_lib.models import TORCHVISION_MEAN, TORCHVISION_STD, fully_convolutional, vgg
+
+
+@pytest.fixture(scope="module")
+def small():
+    """The book's small-data geometry: 32x32 crops, pool5 is 1x1."""
+    torch.manual_seed(0)
+    return vgg("A", num_classes=10, width=1 / 16, input_size=32, init="kaiming").eval()
+
+
+@pytest.fixture(scope="module")
+def full():
+    """The paper's geometry (224 crops, 7x7 pool5), width 1/16 to stay cheap."""
+    torch.manual_seed(1)
+    return vgg("D", num_classes=10, width=1 / 16, init="kaiming").eval()
+
+
+def softmax(model, x):
+    with torch.no_grad():
+        return F.softmax(model(x), dim=1)
+
+
+# --- dense evaluation (Sect. 3.2) ---------------------------------------------------------------
+
+@pytest.mark.parametrize("geometry", ["small", "full"])
+def test_dense_at_crop_size_is_one_forward_pass(geometry, request):
+    model = request.getfixturevalue(geometry)
+    s = model.input_size
+    x = torch.randn(3, 3, s, s)
+    fcn = fully_convolutional(model).eval()
+    with torch.no_grad():
+        scores = fcn(x)
+    assert scores.shape == (3, 10, 1, 1)
+    p = E.dense(model, x, s, flip=False)
+    torch.testing.assert_close(p, F.softmax(scores[:, :, 0, 0], dim=1))
+    torch.testing.assert_close(p, softmax(model, x))
+    # with the flip: the mean of the two soft-max posteriors
+    torch.testing.assert_close(E.dense(model, x, s), (softmax(model, x) + softmax(model, x.flip(-1))) / 2)
+
+
+def test_class_score_map_shape_at_larger_scales(full):
+    # 384 / 32 = 12 after pool5, minus the 7x7 "fc6" convolution: 6x6 (Sect. 3.2)
+    assert E.score_map(full, torch.randn(1, 3, 384, 384), 384).shape == (1, 10, 6, 6)
+    # a 3:4 image at Q = 384 is 384x512: 12x16 after pool5 -> 6x10
+    assert E.score_map(full, torch.randn(2, 3, 300, 400), 384).shape == (2, 10, 6, 10)
+
+
+def test_dense_averages_raw_scores_then_softmax(small):
+    x = torch.randn(2, 3, 48, 64)
+    q = 96  # 96x128 -> 3x4 after pool5 (1x1 "fc6" for 32 crops)
+    with torch.no_grad():
+        maps = fully_convolutional(small).eval()(E.rescale(x, q))
+    assert maps.shape == (2, 10, 3, 4)
+    torch.testing.assert_close(E.dense(small, x, q, flip=False), F.softmax(maps.mean((2, 3)), dim=1))
+
+
+def test_fully_convolutional_copy_is_cached_until_weights_change():
+    model = vgg("A", num_classes=10, width=1 / 16, input_size=32).eval()
+    fcn = E.fcn_of(model)
+    assert E.fcn_of(model) is fcn
+    x = torch.randn(1, 3, 32, 32)
+    before = E.dense(model, x, 32, flip=False)
+    with torch.no_grad():
+        model.classifier.fc8.bias.add_(torch.arange(10.0))  # e.g. an optimiser step
+    assert E.fcn_of(model) is not fcn
+    after = E.dense(model, x, 32, flip=False)
+    torch.testing.assert_close(after, softmax(model, x))
+    assert not torch.allclose(before, after)
+
+
+# --- multi-crop evaluation (Sect. 3.2, 4.3) -----------------------------------------------------
+
+def test_crop_positions_5x5_grid_with_corners_and_centre():
+    h, w, c = 256, 341, 224
+    pos = E.crop_positions(h, w, c)
+    assert len(pos) == 25 and len(set(pos)) == 25
+    assert {(0, 0), (0, w - c), (h - c, 0), (h - c, w - c)} <= set(pos)
+    centre = (round((h - c) / 2), round((w - c) / 2))
+    assert pos[12] == centre
+    tops, lefts = sorted({t for t, _ in pos}), sorted({l for _, l in pos})
+    assert tops == [0, 8, 16, 24, 32] and lefts == [0, 29, 58, 88, 117]
+    # a square image at the crop size: every crop is the image itself
+    assert set(E.crop_positions(224, 224, 224)) == {(0, 0)}
+
+
+def test_grid_crops_are_the_crops_then_their_flips():
+    x = torch.randn(2, 3, 40, 50)
+    crops = E.grid_crops(x, 32)
+    assert crops.shape == (2, 50, 3, 32, 32)
+    for k, (t, l) in enumerate(E.crop_positions(40, 50, 32)):
+        torch.testing.assert_close(crops[:, k], x[:, :, t:t + 32, l:l + 32], rtol=0, atol=0)
+        torch.testing.assert_close(crops[:, 25 + k], x[:, :, t:t + 32, l:l + 32].flip(-1), rtol=0, atol=0)
+    assert E.grid_crops(x, 32, flip=False).shape == (2, 25, 3, 32, 32)
+
+
+def test_multi_crop_is_the_mean_over_50_crops_per_scale(small):
+    x = torch.randn(2, 3, 36, 44)
+    ps = []
+    for q in (32, 40):
+        r = E.rescale(x, q)
+        h, w = r.shape[-2:]
+        for t, l in E.crop_positions(h, w, 32):
+            c = r[:, :, t:t + 32, l:l + 32]
+            ps += [softmax(small, c), softmax(small, c.flip(-1))]
+    assert len(ps) == 100  # 50 per scale
+    torch.testing.assert_close(E.multi_crop(small, x, [32, 40]), torch.stack(ps).mean(0))
+
+
+def test_multi_scale_is_the_mean_over_scales_for_every_method(small):
+    x = torch.randn(2, 3, 40, 40)
+    for method in E.METHODS:
+        fn = getattr(E, method)
+        per_q = torch.stack([fn(small, x, q) for q in (32, 37, 45)]).mean(0)
+        torch.testing.assert_close(E.multi_scale(method, small, x, [32, 37, 45]), per_q)
+    torch.testing.assert_close(E.dense_multi_crop(small, x, 40),
+                               (E.dense(small, x, 40) + E.multi_crop(small, x, 40)) / 2)
+
+
+def test_single_scale_is_the_centre_crop(small):
+    x = torch.randn(1, 3, 40, 60)
+    r = E.rescale(x, 36)
+    assert r.shape[-2:] == (36, 54)
+    torch.testing.assert_close(E.single_scale(small, x, 36), softmax(small, r[:, :, 2:34, 11:43]))
+
+
+def test_images_of_different_sizes_keep_their_order(small):
+    imgs = [torch.randn(3, 40, 50), torch.randn(3, 60, 36), torch.randn(3, 40, 50)]
+    for method in E.METHODS:
+        fn = getattr(E, method)
+        batched = fn(small, imgs, [32, 40])
+        one_by_one = torch.cat([fn(small, x[None], [32, 40]) for x in imgs])
+        torch.testing.assert_close(batched, one_by_one)
+        torch.testing.assert_close(batched.sum(1), torch.ones(3))
+
+
+def test_paper_test_scales():
+    # Table 4's test scales
+    assert E.paper_test_scales(256) == (224, 256, 288)
+    assert E.paper_test_scales(384) == (352, 384, 416)
+    assert E.paper_test_scales((256, 512)) == (256, 384, 512)
+    # small data: the step 32 becomes round(32 * 32 / 224) = 5
+    assert E.paper_test_scales(40, crop=32) == (35, 40, 45)
+    assert E.paper_test_scales((32, 64), crop=32) == (32, 48, 64)
+
+
+# --- scoring and fusion (Sect. 4, 4.4) ----------------------------------------------------------
+
+def test_topk_error_matches_scikit_learn():
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(300, 10, generator=g).softmax(1)
+    y = torch.randint(0, 10, (300,), generator=g)
+    for k in (1, 2, 5, 9):
+        expected = 100 * (1 - top_k_accuracy_score(y.numpy(), p.numpy(), k=k, labels=range(10)))
+        assert E.topk_error(p, y, k) == pytest.approx(expected, abs=1e-9)
+    assert E.topk_error(p, y, 10) == 0.0
+
+
+def test_fuse_is_the_mean_of_posteriors():
+    a, b, c = (torch.rand(4, 6).softmax(1) for _ in range(3))
+    torch.testing.assert_close(E.fuse([a, b, c]), (a + b + c) / 3)
+    torch.testing.assert_close(E.fuse([a.numpy(), b.numpy()]), (a + b) / 2)
+
+
+def test_evaluate_on_a_dataset_of_uint8_images(small):
+    g = torch.Generator().manual_seed(2)
+    sizes = [(40, 48), (48, 40), (40, 48), (36, 36), (40, 48)]
+    data = [(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g), i % 3)
+            for i, (h, w) in enumerate(sizes)]
+    mean = (120.0, 110.0, 100.0)
+    r = E.evaluate(small, data, "dense", [32, 40], mean=mean, pixel_scale=1 / 64, batch_size=2)
+    images = [E.preprocess(x, mean, 1 / 64) for x, _ in data]
+    p = E.dense(small, images, [32, 40])
+    torch.testing.assert_close(r.posteriors, p)
+    y = torch.tensor([i % 3 for i in range(5)])
+    assert r.top1 == E.topk_error(p, y, 1) and r.top5 == E.topk_error(p, y, 5)
+    wrong = (p.argmax(1) != y).float()
+    expected = [100 * wrong[y == c].mean().item() for c in range(3)]
+    np.testing.assert_allclose(r.per_class[:3], expected, rtol=1e-6)
+    assert np.isnan(r.per_class[3:]).all()  # classes without images
+    s = r.summary()
+    assert (s["method"], s["scales"], s["images"]) == ("dense", "32;40", 5)
+    fused = E.Evaluation.of(E.fuse([r.posteriors, r.posteriors]), r.labels, "fused", r.scales)
+    assert fused.top1 == r.top1
+
+
+def test_torchvision_preprocessing_matches_torchvision_normalize():
+    from torchvision.transforms.v2 import functional as TF
+    x = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
+    ours = E.preprocess(x, **E.TORCHVISION_PREPROCESSING)
+    theirs = TF.normalize(x.float() / 255, TORCHVISION_MEAN, TORCHVISION_STD)
+    torch.testing.assert_close(ours, theirs)
+
+
+# --- bad input: one clear message each, before any work ----------------------------------------
+
+def raises(match, fn, *args, **kwargs):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        fn(*args, **kwargs)
+
+
+def test_bad_input_messages(small):
+    x = torch.randn(1, 3, 40, 40)
+    raises("multi_crop: test scale Q=28 is smaller than the crop 32; allowed: Q >= 32",
+           E.multi_crop, small, x, [32, 28])
+    raises("dense: test scale Q=16 is smaller than the crop 32; allowed: Q >= 32", E.dense, small, x, 16)
+    raises("scales is empty; give at least one test scale Q", E.dense, small, x, [])
+    raises("scales is empty", E.evaluate, small, [(x[0], 0)], "dense", [])
+    raises("fuse: posteriors must all have the same shape (N, classes); got (4, 6) at index 0 "
+           "and (4, 5) at index 1", E.fuse, [torch.rand(4, 6), torch.rand(4, 5)])
+    raises("fuse expects a non-empty list", E.fuse, [])
+    raises("k=6 is not valid for 5 classes; allowed: 1 <= k <= 5",
+           E.topk_error, torch.rand(3, 5), torch.zeros(3), 6)
+    raises("method 'crops' is unknown; allowed: single_scale, dense, multi_crop, dense_multi_crop",
+           E.evaluate, small, [(x[0], 0)], "crops", [32])
+    raises("method 'crops' is unknown", E.multi_scale, "crops", small, x, [32])
+    raises("images must be float tensors normalised by preprocess", E.dense, small,
+           torch.zeros(1, 3, 32, 32, dtype=torch.uint8), 32)
+    raises("dataset yields uint8 images: pass mean=", E.evaluate, small,
+           [(torch.zeros(3, 32, 32, dtype=torch.uint8), 0)], "dense", [32])
+    raises("S=240 gives test scale 208 below the crop 224; allowed: S >= 256", E.paper_test_scales, 240)
+    raises("S=34 gives test scale 29 below the crop 32; allowed: S >= 37", E.paper_test_scales, 34, crop=32)
+    raises("a jittered training scale must be (Smin, Smax) ints with Smin < Smax, got (512, 256)",
+           E.paper_test_scales, (512, 256))
+    raises("multi_crop: grid must be an int >= 1", E.multi_crop, small, x, 32, grid=0)
