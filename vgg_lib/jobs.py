@@ -1,0 +1,263 @@
+"""Job notebooks, run folders and result tables: how the book and batch users run experiments.
+
+A *job* is a notebook with a ``parameters`` cell (``book/jobs/train.ipynb``) executed by
+papermill. ``run(notebook, params)`` executes it into a *run folder* named by its parameters
+(``train-D-shapes-s0-1a2b3c4d``): the same parameters give the same folder, so a finished run
+is reused (the Training chapter trains a net, the Testing chapter finds it), an unfinished one
+resumes from its checkpoint, and ``force=True`` starts again. ``grid`` runs many jobs and goes
+on when one fails; ``collect`` reads every run folder under a root -- written by the book, by
+papermill or by ``torchrun -m vgg_lib.train`` -- into one pandas DataFrame.
+
+From a shell::
+
+    python -m vgg_lib.jobs grid book/jobs/example_grid.yaml
+    python -m vgg_lib.jobs collect runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import itertools
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .train import run_name
+
+KERNEL = "python3"
+# Parameters that change how fast a job runs, not what it computes: not part of its name.
+RUNTIME_PARAMS = ("device", "workers", "compile", "progress", "run_dir", "root")
+NAME_WORDS = ("config", "dataset", "seed")
+
+
+class JobError(RuntimeError):
+    """A job notebook failed; the message is the notebook's error in one line."""
+
+    def _render_traceback_(self):
+        return [f"{type(self).__name__}: {self}"]
+
+
+def runs_root(root=None) -> Path:
+    """``root``, else ``$VGG_LIB_RUNS``, else ``./runs``."""
+    return Path(root or os.environ.get("VGG_LIB_RUNS") or "runs").expanduser()
+
+
+def notebook_parameters(notebook) -> dict:
+    """The defaults of a notebook's ``parameters`` cell, as Python values."""
+    import papermill
+
+    out = {}
+    for name, p in papermill.inspect_notebook(str(notebook)).items():
+        try:
+            out[name] = ast.literal_eval(p["default"])
+        except (ValueError, SyntaxError):
+            out[name] = p["default"]
+    return out
+
+
+def job_dir(notebook, params: dict, root=None) -> Path:
+    """The run folder of ``notebook`` with ``params``: the notebook's defaults are filled in
+    first, so leaving a parameter out or giving its default value names the same run."""
+    notebook = Path(notebook)
+    defaults = notebook_parameters(notebook)
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ValueError(f"params {unknown} are not parameters of {notebook.name}; allowed: "
+                         f"{', '.join(defaults)}")
+    full = {k: v for k, v in {**defaults, **params}.items() if k not in RUNTIME_PARAMS}
+    full = json.loads(json.dumps(full, default=str))  # tuples and lists name the same run
+    words = [notebook.stem] + [full.get(k) for k in NAME_WORDS if k in full]
+    words = [f"s{w}" if k == "seed" else w for k, w in zip(("nb",) + NAME_WORDS, words)]
+    return runs_root(root) / run_name({"notebook": notebook.stem, **full}, words)
+
+
+def status(run_dir) -> str | None:
+    """``finished``, ``failed``, ``running`` (or killed) from ``summary.json``; None if absent."""
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()).get("status") if path.is_file() else None
+
+
+def _done(run_dir) -> bool:
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return False
+    s = json.loads(path.read_text())
+    # A diverged run is a result too (it would diverge again): only a crash is retried.
+    return s.get("status") == "finished" or s.get("stop_reason") == "diverged"
+
+
+def run(notebook, params: dict | None = None, root=None, force: bool = False,
+        progress: bool = False) -> Path:
+    """Execute job ``notebook`` with ``params`` into its run folder under ``root`` and return
+    the folder. A finished run is reused without executing anything; ``force=True`` deletes
+    it and runs again; an unfinished one (killed, crashed) resumes from its checkpoint.
+
+    The executed notebook is saved in the run folder. A failing job raises ``JobError`` with
+    the notebook's error in one line; if it failed before writing anything (a bad parameter),
+    nothing is left behind.
+    """
+    import papermill
+
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise ValueError(f"notebook={str(notebook)!r} does not exist")
+    params = dict(params or {})
+    out_dir = job_dir(notebook, params, root)
+    if force and out_dir.exists():
+        shutil.rmtree(out_dir)
+    if _done(out_dir):
+        return out_dir
+    declares_run_dir = "run_dir" in notebook_parameters(notebook)
+    if declares_run_dir:
+        params["run_dir"] = str(out_dir.resolve())
+    # Papermill writes the notebook as it runs: keep it aside until the job has a folder.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_dir.parent / f".{out_dir.name}.{os.getpid()}.ipynb"
+    error = None
+    try:
+        papermill.execute_notebook(str(notebook), str(partial), parameters=params, kernel_name=KERNEL,
+                                   progress_bar=progress)
+    except papermill.PapermillExecutionError as e:
+        error = JobError(f"{notebook.name} failed: {e.ename}: {e.evalue}")
+    except Exception as e:  # the kernel died, could not start, ...
+        error = JobError(f"{notebook.name} failed: {type(e).__name__}: {e}")
+    if not declares_run_dir and error is None:  # a job that does not manage a run folder
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "params.json").write_text(json.dumps(params, indent=1, default=str))
+        (out_dir / "summary.json").write_text(json.dumps({"status": "finished"}))
+    if out_dir.is_dir():
+        os.replace(partial, out_dir / notebook.name)
+        if error is not None and status(out_dir) != "failed":
+            s = json.loads((out_dir / "summary.json").read_text()) if (out_dir / "summary.json").is_file() else {}
+            s.update(status="failed", failure={"reason": str(error)})
+            (out_dir / "summary.json").write_text(json.dumps(s, indent=1))
+    else:
+        partial.unlink(missing_ok=True)
+    if error is not None:
+        raise error
+    return out_dir
+
+
+def expand(grid: dict) -> list[dict]:
+    """``{"config": ["A", "D"], "seed": [0, 1]}`` -> the four parameter dicts of the product."""
+    keys = list(grid)
+    values = [v if isinstance(v, list) else [v] for v in grid.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def grid(notebook, params_list, root=None, force: bool = False, progress: bool = True):
+    """Run every parameter dict of ``params_list``; a failing job is recorded and the rest go
+    on. Returns a DataFrame with one row per job: its params, ``run_dir``, ``status``, ``error``."""
+    import pandas as pd
+
+    rows = []
+    for i, params in enumerate(params_list):
+        t0 = time.perf_counter()
+        row = {**params, "run_dir": None, "status": None, "error": None}
+        try:
+            row["run_dir"] = str(job_dir(notebook, params, root))
+            path = run(notebook, params, root=root, force=force)
+            row["status"] = status(path)
+        except Exception as e:  # noqa: BLE001 - record and go on with the next job
+            row.update(status="failed", error=str(e))
+        rows.append(row)
+        if progress:
+            print(f"[{i + 1}/{len(params_list)}] {row['status']:8s} {time.perf_counter() - t0:6.1f} s  "
+                  f"{json.dumps(params, default=str)}" + (f"\n    {row['error']}" if row["error"] else ""),
+                  flush=True)
+    return pd.DataFrame(rows)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def collect(root=None):
+    """Every run folder under ``root`` (recursively) as one row: its params, its summary (the
+    final metrics, best epoch, status), and any ``results*.json`` written by other jobs
+    (evaluation, transfer), flattened into ``<file stem>.<key>`` columns."""
+    import pandas as pd
+
+    root = runs_root(root)
+    folders = sorted({p.parent for p in root.rglob("params.json")} | {p.parent for p in root.rglob("summary.json")})
+    rows = []
+    for folder in folders:
+        row = {"run": folder.name, "path": str(folder)}
+        for name in ("params.json", "summary.json"):
+            if (folder / name).is_file():
+                try:
+                    data = json.loads((folder / name).read_text())
+                except json.JSONDecodeError:
+                    continue
+                data.pop("classes", None)
+                data.pop("run_dir", None)
+                row.update(_flatten(data))
+        for path in sorted(folder.glob("results*.json")):
+            try:
+                row.update(_flatten(json.loads(path.read_text()), prefix=path.stem + "."))
+            except json.JSONDecodeError:
+                continue
+        if isinstance(row.get("S"), list):
+            row["S"] = "-".join(map(str, row["S"]))  # hashable: groupby works on it
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def load_grid(path) -> tuple[Path, list[dict], Path | None]:
+    """Read a grid file: ``notebook`` (relative to the file), optional ``root``, ``base``
+    parameters shared by all jobs, and ``grid`` (a product of lists) and/or ``jobs`` (a list)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"grid file {str(path)!r} does not exist")
+    spec = yaml.safe_load(path.read_text()) or {}
+    unknown = set(spec) - {"notebook", "root", "base", "grid", "jobs"}
+    if unknown or "notebook" not in spec:
+        raise ValueError(f"grid file {path}: keys must be notebook, root, base, grid, jobs (notebook "
+                         f"required); got {sorted(spec)}")
+    notebook = (path.parent / spec["notebook"]).resolve()
+    base = spec.get("base") or {}
+    jobs = [{**base, **p} for p in expand(spec["grid"])] if spec.get("grid") else []
+    jobs += [{**base, **p} for p in spec.get("jobs") or []]
+    root = Path(spec["root"]) if spec.get("root") else None
+    return notebook, jobs, root
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vgg_lib.jobs", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("grid", help="run every job of a GRID.yaml file")
+    g.add_argument("grid_file")
+    g.add_argument("--root", default=None, help="runs root (default: the file's root, $VGG_LIB_RUNS, ./runs)")
+    g.add_argument("--force", action="store_true", help="rerun finished jobs")
+    c = sub.add_parser("collect", help="print every run folder under ROOT as a table")
+    c.add_argument("root", nargs="?", default=None)
+    args = p.parse_args(argv)
+    if args.command == "grid":
+        notebook, jobs, root = load_grid(args.grid_file)
+        table = grid(notebook, jobs, root=args.root or root, force=args.force)
+        print(table.drop(columns=["error"]).to_string(index=False))
+        return int((table.status != "finished").any())
+    table = collect(args.root)
+    cols = [c for c in ("run", "config", "status", "epochs_done", "val_top1_err", "val_top5_err")
+            if c in table]
+    print(table[cols].to_string(index=False) if len(table) else "no runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,793 @@
+"""The training recipe of Sect. 3.1 and the synchronous multi-GPU training of Sect. 3.3.
+
+One function, ``train(cfg)``, runs the whole recipe and writes a *run folder*::
+
+    params.json     the TrainConfig (plus what was derived from it: S, Q, classes, ...)
+    metrics.csv     one row per epoch: losses, top-1/top-5 errors, lr, images/s, seconds
+    summary.json    status (running / finished / failed), best epoch, final errors
+    checkpoint.pt   model, optimizer, LR schedule, RNG states, epoch, mean RGB, preprocessing
+
+The recipe (Sect. 3.1): mini-batch SGD, batch 256, momentum 0.9, weight decay 5e-4, dropout
+0.5 on fc6 and fc7, learning rate 1e-2 divided by 10 when the validation accuracy stops
+improving; the paper's lr was decreased three times and learning stopped. Training images are
+rescaled isotropically so the smallest side is S (fixed, or drawn from [Smin, Smax]: scale
+jittering), randomly cropped, flipped and colour-shifted (``vgg_lib.data``). Deep nets start
+from net A's layers (``init="from_run"``) or from Glorot initialisation.
+
+Every knob is a field of ``TrainConfig``; the same code runs in the book on a CPU (width 1/8
+nets on 32-pixel crops of the built-in ``shapes`` data) and as a full-scale ImageNet job::
+
+    torchrun --nproc_per_node 4 -m vgg_lib.train --config D --dataset imagefolder \\
+        --data-root /data/imagenet --crop 224 --S 256 --width 1 --device cuda --workers 8
+
+Reproducibility: the order of the images in an epoch comes from ``(seed, epoch)`` and the
+random augmentation of an image from ``(seed, epoch, index)``, so the data a step sees do not
+depend on the number of loader workers or processes, and a run killed at any moment resumes
+from its last checkpoint to the same final weights as an uninterrupted run (on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pickle
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .configs import resolve
+from .models import VGG, init_weights, vgg
+
+INIT_CHOICES = ("normal", "glorot", "from_run")
+DEVICE_CHOICES = ("cpu", "cuda", "auto")
+# Fields that change how fast a run goes, not what it computes: they may differ on resume and
+# are left out of the run's name.
+RUNTIME_FIELDS = ("device", "workers", "compile", "progress", "run_dir", "root")
+PAPER_S = 256  # the paper's smallest fixed training scale (Sect. 3.1), rescaled with the crop
+
+
+class ConfigError(ValueError):
+    """A bad training parameter. In a notebook it prints as one line, without a traceback."""
+
+    def _render_traceback_(self):  # IPython hook: what a failing cell shows
+        return [f"{type(self).__name__}: {self}"]
+
+
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run; the defaults are the paper's recipe (Sect. 3.1), with the
+    geometry scaled down to 32-pixel crops for the small built-in data."""
+
+    config: str = _f("A", "network configuration of Table 1: A, A-LRN, B, C, D, E, B-5x5 (or vgg11/13/16/19)")
+    dataset: str = _f("shapes", "shapes | digits | cifar10 | imagefolder")
+    data_root: str | None = _f(None, "folder of the data (imagefolder: root/train/<class>/*, root/val/<class>/*)")
+    download: bool = _f(False, "let torchvision download cifar10 into data_root")
+    image_size: int | None = _f(None, "shapes: side at which images are drawn (None: 64)")
+    train_size: int | None = _f(None, "number of training images (None: all of the data set)")
+    val_size: int | None = _f(None, "number of validation images (None: all of the data set)")
+    skip_corrupt: bool = _f(False, "imagefolder: skip unreadable images (counted) instead of failing")
+    epochs: int = _f(74, "maximum number of epochs (the paper stopped after 370K iterations, 74 epochs)")
+    batch_size: int = _f(256, "global mini-batch size (Sect. 3.1: 256)")
+    micro_batch: int | None = _f(None, "images per forward pass; gradients are accumulated up to batch_size")
+    lr: float = _f(1e-2, "initial learning rate (Sect. 3.1: 1e-2; 1e-3 when starting from a trained run)")
+    momentum: float = _f(0.9, "SGD momentum (Sect. 3.1: 0.9)")
+    weight_decay: float = _f(5e-4, "L2 penalty multiplier (Sect. 3.1: 5e-4)")
+    dropout: float = _f(0.5, "dropout ratio of fc6 and fc7 (Sect. 3.1: 0.5)")
+    patience: int = _f(2, "epochs without a better val accuracy before lr is divided by 10 (not given in the paper)")
+    lr_factor: float = _f(0.1, "lr multiplier at each plateau (Sect. 3.1: 0.1)")
+    max_decreases: int = _f(3, "lr decreases before training stops at the next plateau (Sect. 3.1: 3)")
+    S: int | list | None = _f(None, "training scale: int (fixed S) or [Smin, Smax] (jittering); None: 256 scaled to the crop")
+    crop: int = _f(32, "training crop side = network input size (paper: 224)")
+    flip: bool = _f(True, "random horizontal flips (Sect. 3.1)")
+    colour_std: float = _f(0.1, "std of the random RGB colour shift (AlexNet's PCA lighting; 0 turns it off)")
+    pixel_scale: float = _f(1.0, "pixels are (0..255 - mean RGB) * pixel_scale (paper: 1)")
+    width: float = _f(1.0, "channel multiplier of every layer (1: the paper; 1/8 trains on a CPU)")
+    batch_norm: bool = _f(False, "add batch normalisation after every conv (not in the paper)")
+    init: str = _f("normal", "normal | glorot | from_run (first four convs and the FC layers of init_source)")
+    init_std: float = _f(0.01, "std of the normal initialisation")
+    init_source: str | None = _f(None, "run folder of a trained net A, for init='from_run'")
+    init_run: str | None = _f(None, "run folder of a trained net of the same config: copy all its weights")
+    seed: int = _f(0, "seed of the initialisation, the data order and the augmentation")
+    device: str = _f("auto", "cpu | cuda | auto")
+    workers: int = _f(0, "data-loader worker processes (0: load in the main process)")
+    compile: bool = _f(False, "torch.compile the network")
+    progress: bool = _f(True, "show tqdm progress bars")
+    max_steps: int | None = _f(None, "stop after this many SGD steps in total (for tests)")
+    run_dir: str | None = _f(None, "run folder (None: ROOT/<config>-<dataset>-<hash of the parameters>)")
+    root: str | None = _f(None, "parent of the run folder when run_dir is None ($VGG_LIB_RUNS or ./runs)")
+
+    def __post_init__(self):
+        def bad(name, allowed):
+            raise ConfigError(f"{name}={getattr(self, name)!r} is not allowed: {allowed}")
+
+        def integer(name, low, none_ok=False):
+            v = getattr(self, name)
+            if v is None and none_ok:
+                return
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+                setattr(self, name, v)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                bad(name, f"an integer >= {low}" + (" or None" if none_ok else ""))
+
+        def number(name, ok, allowed):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(float(v)):
+                bad(name, allowed)
+            setattr(self, name, float(v))
+
+        try:
+            self.config = resolve(self.config)
+        except ValueError as e:
+            raise ConfigError(f"config: {e}") from None
+        from .data import DATASETS
+        if self.dataset not in DATASETS:
+            bad("dataset", f"one of {', '.join(DATASETS)}")
+        for name in ("epochs", "batch_size", "crop"):
+            integer(name, 32 if name == "crop" else 1)
+        for name in ("micro_batch", "train_size", "val_size", "max_steps"):
+            integer(name, 1, none_ok=True)
+        integer("image_size", 8, none_ok=True)
+        for name in ("patience", "max_decreases", "workers", "seed"):
+            integer(name, 0)
+        number("lr", lambda v: v > 0 and math.isfinite(v), "a number > 0 (the paper: 1e-2)")
+        number("momentum", lambda v: 0 <= v < 1, "a number in [0, 1) (the paper: 0.9)")
+        number("weight_decay", lambda v: v >= 0, "a number >= 0 (the paper: 5e-4)")
+        number("dropout", lambda v: 0 <= v < 1, "a number in [0, 1) (the paper: 0.5)")
+        number("lr_factor", lambda v: 0 < v < 1, "a number in (0, 1) (the paper: 0.1)")
+        number("colour_std", lambda v: v >= 0, "a number >= 0")
+        number("pixel_scale", lambda v: v > 0, "a number > 0")
+        number("width", lambda v: v > 0, "a number > 0 (1 for the paper, 0.125 for a CPU)")
+        number("init_std", lambda v: v > 0, "a number > 0")
+        if self.micro_batch is not None and self.micro_batch > self.batch_size:
+            bad("micro_batch", f"an integer in [1, batch_size={self.batch_size}] or None")
+        self.S = self._check_scale()
+        if self.init not in INIT_CHOICES:
+            bad("init", f"one of {', '.join(INIT_CHOICES)}")
+        if self.device not in DEVICE_CHOICES:
+            bad("device", f"one of {', '.join(DEVICE_CHOICES)}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            bad("device", "cpu or auto: no CUDA GPU is available on this machine")
+        self._check_data_root()
+        if self.init == "from_run":
+            if self.init_source is None:
+                bad("init_source", "the run folder of a trained net A when init='from_run'")
+            self._check_source("init_source", same_config=False)
+        elif self.init_source is not None:
+            bad("init_source", "None unless init='from_run'")
+        if self.init_run is not None:
+            self._check_source("init_run", same_config=True)
+
+    def _check_scale(self):
+        from .data import scaled_size
+        s = self.S
+        if s is None:
+            return scaled_size(PAPER_S, self.crop)
+        if isinstance(s, str):  # from a command line or papermill: "256" or "256,512" or "[256, 512]"
+            try:
+                s = [int(p) for p in s.strip("[]() ").replace(",", " ").split()]
+            except ValueError:
+                s = None
+        if isinstance(s, (list, tuple)) and len(s) == 1:
+            s = s[0]
+        allowed = f"an integer >= crop={self.crop} or [Smin, Smax] with crop <= Smin <= Smax"
+        if isinstance(s, (list, tuple)):
+            if len(s) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in s):
+                raise ConfigError(f"S={self.S!r} is not allowed: {allowed}")
+            if s[0] > s[1]:
+                raise ConfigError(f"S={self.S!r} has Smin > Smax: {allowed}")
+            if s[0] < self.crop:
+                raise ConfigError(f"S={self.S!r}: Smin is smaller than the crop; {allowed}")
+            return list(s) if s[0] < s[1] else s[0]
+        if not isinstance(s, int) or isinstance(s, bool) or s < self.crop:
+            raise ConfigError(f"S={self.S!r} is not allowed: {allowed}")
+        return s
+
+    def _check_data_root(self):
+        if self.dataset == "imagefolder":
+            from .data.datasets import find_classes
+            try:
+                find_classes(self.data_root)
+            except ValueError as e:
+                raise ConfigError(f"data_root={self.data_root!r} is not allowed: {e}") from None
+            val = Path(self.data_root) / "val"
+            if not val.is_dir() or not any(p.is_dir() for p in val.iterdir()):
+                raise ConfigError(f"data_root={self.data_root!r} has no class folders in val/: "
+                                  "imagefolder needs root/train/<class>/* and root/val/<class>/*")
+        elif self.data_root is not None and not self.download and not Path(self.data_root).expanduser().is_dir():
+            raise ConfigError(f"data_root={self.data_root!r} does not exist: give an existing folder or None")
+
+    def _check_source(self, name, same_config):
+        path = Path(getattr(self, name)).expanduser()
+        what = "the run folder of a finished training run" + (f" of config {self.config}" if same_config else "")
+        if not (path / "checkpoint.pt").is_file() or not (path / "params.json").is_file():
+            raise ConfigError(f"{name}={str(path)!r} is not allowed: no checkpoint.pt/params.json there; "
+                              f"expected {what}")
+        p = json.loads((path / "params.json").read_text())
+        if same_config and p.get("config") != self.config:
+            raise ConfigError(f"{name}={str(path)!r} is a run of config {p.get('config')}, but config="
+                              f"{self.config!r}: expected {what}")
+        for key in ("dataset", "crop", "width", "batch_norm"):
+            if p.get(key) != getattr(self, key):
+                raise ConfigError(f"{name}={str(path)!r} was trained with {key}={p.get(key)!r} but this run "
+                                  f"has {key}={getattr(self, key)!r}: the weights would not fit")
+
+    # -- derived values ----------------------------------------------------------------------
+    @property
+    def test_scale(self) -> int:
+        """Q used for validation during training: S, or (Smin + Smax) / 2 when jittering (Sect. 4.1)."""
+        return self.S if isinstance(self.S, int) else (self.S[0] + self.S[1]) // 2
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict:
+        """The fields that decide what a run computes (not how fast)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+
+    def resolved_run_dir(self) -> Path:
+        if self.run_dir is not None:
+            return Path(self.run_dir).expanduser()
+        root = Path(self.root or os.environ.get("VGG_LIB_RUNS") or "runs").expanduser()
+        return root / run_name(self.identity(), (self.config, self.dataset, f"s{self.seed}"))
+
+
+def run_name(params: dict, words) -> str:
+    """A readable slug plus a short hash of all ``params``: ``D-shapes-s0-3fa9c2d1``."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    slug = "-".join(str(w).replace("/", "_").replace(" ", "") for w in words if w is not None)
+    return f"{slug}-{digest}" if slug else digest
+
+
+# --- the learning-rate schedule (Sect. 3.1) -------------------------------------------------
+
+class Schedule:
+    """"The learning rate was initially set to 10^-2, and then decreased by a factor of 10 when
+    the validation set accuracy stopped improving. In total, the learning rate was decreased
+    3 times, and the learning was stopped" (Sect. 3.1).
+
+    ``ReduceLROnPlateau(mode="max")`` on the validation accuracy; once the lr has been
+    decreased ``max_decreases`` times, the next plateau stops training (``step`` returns True)
+    instead of decreasing it again.
+    """
+
+    def __init__(self, optimizer, factor=0.1, patience=2, max_decreases=3):
+        self.optimizer = optimizer
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=factor, patience=patience)
+        self.max_decreases = max_decreases
+        self.decreases = 0
+
+    def lrs(self):
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def step(self, val_accuracy: float) -> bool:
+        before = self.lrs()
+        self.plateau.step(val_accuracy)
+        if self.lrs() < before:
+            if self.decreases == self.max_decreases:  # a plateau at the last lr: stop
+                for g, lr in zip(self.optimizer.param_groups, before):
+                    g["lr"] = lr
+                return True
+            self.decreases += 1
+        return False
+
+    def state_dict(self):
+        return {"plateau": self.plateau.state_dict(), "decreases": self.decreases}
+
+    def load_state_dict(self, state):
+        self.plateau.load_state_dict(state["plateau"])
+        self.decreases = state["decreases"]
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def _mix(*numbers) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(numbers).encode(), digest_size=8).digest(), "little") >> 1
+
+
+class _Augmented(torch.utils.data.Dataset):
+    """Item ``(epoch, i)`` of the training set, augmented with a random generator seeded by
+    ``(seed, epoch, i)``: the same image gets the same crop, flip and colour shift however many
+    workers or processes load it, and again after a resume."""
+
+    def __init__(self, base, transform, seed):
+        self.base, self.transform, self.seed = base, transform, seed
+        _hint_size(base, transform)
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, key):
+        epoch, i = key
+        image, label = self.base[i]
+        return self.transform(image, generator=torch.Generator().manual_seed(_mix(self.seed, epoch, i))), label
+
+
+class _Transformed(torch.utils.data.Dataset):
+    def __init__(self, base, transform):
+        self.base, self.transform = base, transform
+        _hint_size(base, transform)
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, label = self.base[i]
+        return self.transform(image), label
+
+
+class _Decoded:
+    """An identity transform that tells an image folder the largest side the real transform
+    needs, so JPEGs are decoded at a reduced size (much faster on ImageNet-sized files)."""
+
+    def __init__(self, max_size):
+        self.max_size = max_size
+
+    def __call__(self, img):
+        return img
+
+
+def _hint_size(base, transform):
+    if getattr(base, "transform", 0) is None and getattr(base, "name", None) == "imagefolder":
+        base.transform = _Decoded(transform.max_size)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1):
+    """This process's share of every global batch of an epoch (Sect. 3.3: "each batch of
+    training images is split into several GPU batches"). The order depends only on
+    ``(seed, epoch)``; a last incomplete batch is dropped so every step has ``batch_size`` images."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+    return [[(epoch, int(i)) for i in order[s:s + batch_size][rank::world]]
+            for s in range(0, n - batch_size + 1, batch_size)]
+
+
+def build_data(cfg: TrainConfig):
+    """Training and validation sets (uint8 images) and the training-set RGB statistics."""
+    from . import data
+    common = dict(root=cfg.data_root, image_size=cfg.image_size, download=cfg.download,
+                  skip_corrupt=cfg.skip_corrupt)
+    train_set = data.build_dataset(cfg.dataset, "train", size=cfg.train_size, **common)
+    val_set = data.build_dataset(cfg.dataset, "val", size=cfg.val_size, **common)
+    return train_set, val_set, data.rgb_statistics(train_set)
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a kill never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint with ``weights_only=True``: tensors, numbers, strings and containers
+    only. A file that needs arbitrary unpickling (which could run code) is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"refusing to load checkpoint {path}: it needs arbitrary unpickling, which "
+                         f"could run code; only tensors, numbers, strings and containers are allowed "
+                         f"({first})") from None
+
+
+def _rng_state(loader_generator: torch.Generator) -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+             "loader": loader_generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, loader_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, g = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, g))
+    loader_generator.set_state(state["loader"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- run folders -----------------------------------------------------------------------------
+
+METRICS = ["epoch", "train_loss", "train_top1_err", "train_top5_err", "val_top1_err", "val_top5_err",
+           "lr", "images_per_s", "seconds"]
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, METRICS)
+        w.writeheader()
+        w.writerows(history)
+    os.replace(tmp, path)
+
+
+def _summary(status, history, **extra) -> dict:
+    s = {"status": status, "epochs_done": len(history)}
+    if history:
+        best = min(history, key=lambda r: r["val_top1_err"])
+        last = history[-1]
+        s.update(best_epoch=best["epoch"], best_val_top1_err=best["val_top1_err"],
+                 **{k: last[k] for k in METRICS[1:7]},
+                 seconds=round(sum(r["seconds"] for r in history), 2),
+                 images_per_s=round(float(np.mean([r["images_per_s"] for r in history])), 1))
+    s.update(extra)
+    return s
+
+
+@dataclass
+class Run:
+    """A trained network rebuilt from its run folder, with what its test transform needs."""
+
+    model: VGG
+    params: dict
+    summary: dict
+    mean: torch.Tensor
+    pixel_scale: float
+    crop: int
+    S: int | list
+    classes: list
+    path: Path
+
+
+def load_run(run_dir) -> Run:
+    """Rebuild the network of a finished run (on the CPU, in eval mode). ``ValueError`` if the
+    folder holds no finished checkpoint."""
+    path = Path(run_dir).expanduser()
+    summary_path, ckpt_path = path / "summary.json", path / "checkpoint.pt"
+    if not ckpt_path.is_file() or not summary_path.is_file():
+        raise ValueError(f"run_dir={str(path)!r} has no finished checkpoint (no checkpoint.pt/summary.json)")
+    summary = json.loads(summary_path.read_text())
+    ckpt = load_checkpoint(ckpt_path)
+    if summary.get("status") != "finished" or not ckpt.get("finished"):
+        raise ValueError(f"run_dir={str(path)!r} has no finished checkpoint: its status is "
+                         f"{summary.get('status')!r}; train it to the end first")
+    model = vgg(**ckpt["model_args"], init=None)
+    model.load_state_dict(ckpt["model"])
+    pre = ckpt["preprocess"]
+    return Run(model=model.eval(), params=json.loads((path / "params.json").read_text()), summary=summary,
+               mean=ckpt["mean"], pixel_scale=pre["pixel_scale"], crop=pre["crop"], S=pre["S"],
+               classes=list(ckpt["classes"]), path=path)
+
+
+def _copy_first_layers(model: VGG, source: VGG, n_conv: int = 4) -> VGG:
+    """Sect. 3.1: "we initialised the first four convolutional layers and the last three
+    fully-connected layers with the layers of net A". Net A's first four convolutions are
+    conv1_1, conv2_1, conv3_1 and conv3_2; the deeper net's layers of the same names have the
+    same shapes (B, C, D, E only add layers), so they are matched by name."""
+    src = [(n, m) for n, m in source.named_modules() if isinstance(m, nn.Conv2d)][:n_conv]
+    src += [(n, m) for n, m in source.named_modules() if isinstance(m, nn.Linear)]
+    dst = dict(model.named_modules())
+    with torch.no_grad():
+        for name, layer in src:
+            target = dst.get(name)
+            if target is None or target.weight.shape != layer.weight.shape:
+                raise ValueError(f"init_source: layer {name} of net {source.config} has no counterpart "
+                                 f"of the same shape in net {model.config}")
+            target.weight.copy_(layer.weight)
+            target.bias.copy_(layer.bias)
+            bn_name = name.replace("conv", "bn")
+            if bn_name != name and bn_name in dst:
+                dst[bn_name].load_state_dict(dict(source.named_modules())[bn_name].state_dict())
+    return model
+
+
+# --- the training loop ------------------------------------------------------------------------
+
+def _accuracy_counts(logits, y, k=5):
+    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+    hit = top == y[:, None]
+    return hit[:, 0].sum(), hit.any(dim=1).sum()
+
+
+def _distributed():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return rank, world, local
+
+
+def _device(cfg, local_rank):
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+@torch.no_grad()
+def _validate(model, loader, device, amp, rank_world):
+    model.eval()
+    counts = torch.zeros(3, dtype=torch.float64, device=device)
+    for x, y in loader:
+        x, y = _to(x, device), y.to(device, non_blocking=True)
+        with amp:
+            logits = model(x)
+        t1, t5 = _accuracy_counts(logits.float(), y)
+        counts += torch.stack([t1, t5, torch.tensor(len(y), device=device)]).double()
+    if rank_world[1] > 1:
+        dist.all_reduce(counts)
+    top1, top5, n = counts.tolist()
+    return 1 - top1 / n, 1 - top5 / n
+
+
+def _to(x, device):
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train one network with the recipe of Sect. 3.1; returns the run folder.
+
+    Started again on a folder that holds an unfinished run of the same parameters, it resumes
+    from the last checkpoint; on a finished one it returns at once. Under ``torchrun`` it
+    trains with synchronous data parallelism (Sect. 3.3) and only rank 0 writes the folder.
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"train expects a TrainConfig, got {type(cfg).__name__}")
+    rank, world, local_rank = _distributed()
+    device = _device(cfg, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    main = rank == 0
+    run_dir = cfg.resolved_run_dir()
+    params_path, ckpt_path = run_dir / "params.json", run_dir / "checkpoint.pt"
+    summary_path, metrics_path = run_dir / "summary.json", run_dir / "metrics.csv"
+
+    # An existing folder must hold a run of the same parameters; a finished one is reused.
+    resume = None
+    if params_path.is_file():
+        old = json.loads(params_path.read_text())
+        diff = [k for k, v in cfg.identity().items() if k in old and _jsonable(old[k]) != _jsonable(v)]
+        if diff:
+            raise ValueError(f"run_dir={str(run_dir)!r} holds a run with other parameters ("
+                             + ", ".join(f"{k}: {old[k]!r} there, {getattr(cfg, k)!r} here" for k in diff)
+                             + "); choose another run_dir")
+        if summary_path.is_file() and json.loads(summary_path.read_text()).get("status") == "finished":
+            return run_dir
+        if ckpt_path.is_file():
+            resume = load_checkpoint(ckpt_path)
+
+    train_set, val_set, stats = build_data(cfg)
+    from .data import test_transform, train_transform
+    if len(train_set) < cfg.batch_size:
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the training set "
+                         f"({len(train_set)} images); use a smaller batch_size or more images")
+    classes = list(train_set.classes)
+    model_args = dict(name=cfg.config, num_classes=len(classes), width=cfg.width, batch_norm=cfg.batch_norm,
+                      dropout=cfg.dropout, input_size=cfg.crop)
+    preprocess = dict(S=cfg.S, Q=cfg.test_scale, crop=cfg.crop, pixel_scale=cfg.pixel_scale,
+                      flip=cfg.flip, colour_std=cfg.colour_std)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(params_path, {**cfg.to_dict(), "run_dir": str(run_dir), "classes": classes,
+                                  "num_classes": len(classes), "test_scale": cfg.test_scale,
+                                  "train_images": len(train_set), "val_images": len(val_set),
+                                  "world_size": world, "torch": torch.__version__})
+
+    # The network, its initialisation (Sect. 3.1) and the optimiser.
+    torch.manual_seed(cfg.seed)
+    model = init_weights(vgg(**model_args, init=None), "glorot" if cfg.init == "glorot" else "normal",
+                         cfg.init_std)
+    if cfg.init == "from_run":  # the rest stays random, as in the paper
+        _copy_first_layers(model, load_run(cfg.init_source).model)
+    if cfg.init_run is not None:
+        model.load_state_dict(load_run(cfg.init_run).model.state_dict())
+    model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    # PyTorch's SGD: v = m v + g, w -= lr v (Caffe: v = m v + lr g): the same at a constant lr.
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    schedule = Schedule(optimizer, cfg.lr_factor, cfg.patience, cfg.max_decreases)
+    loader_gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(_mix(cfg.seed, "dropout", rank))  # dropout masks differ across processes
+
+    history, start_epoch, step, stop_reason = [], 0, 0, "epochs"
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        _set_rng_state(resume["rng"][rank] if isinstance(resume["rng"], list) else resume["rng"], loader_gen)
+        history, start_epoch, step = list(resume["history"]), resume["epoch"], resume["step"]
+        if resume.get("finished"):  # killed after its last checkpoint, before its summary
+            start_epoch, stop_reason = cfg.epochs, resume["stop_reason"]
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    # Data loaders: this process's share of each global batch; pinned memory and workers on GPU.
+    mean, eig = stats["mean"], dict(eigval=stats["eigval"], eigvec=stats["eigvec"])
+    augment = train_transform(cfg.S, cfg.crop, mean, **eig, flip=cfg.flip, colour_std=cfg.colour_std,
+                              pixel_scale=cfg.pixel_scale)
+    train_data = _Augmented(train_set, augment, cfg.seed)
+    val_data = _Transformed(val_set, test_transform(cfg.test_scale, mean, crop=cfg.crop,
+                                                    pixel_scale=cfg.pixel_scale))
+    loader_args = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda",
+                       persistent_workers=cfg.workers > 0, generator=loader_gen)
+    val_idx = list(range(rank, len(val_data), world))
+    micro = cfg.micro_batch or cfg.batch_size
+    val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_data, val_idx),
+                                             batch_size=max(micro, 1), shuffle=False, **loader_args)
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+           else contextlib.nullcontext())
+
+    def checkpoint(epoch, finished=False):
+        rng = _rng_state(loader_gen)
+        if world > 1:  # every process's RNG state, so each resumes its own dropout stream
+            states = [None] * world
+            dist.all_gather_object(states, rng)
+            rng = states
+        if main:
+            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "schedule": schedule.state_dict(), "rng": rng, "epoch": epoch, "step": step,
+                         "history": history, "finished": finished, "stop_reason": stop_reason, "model_args": model_args,
+                         "preprocess": preprocess, "classes": classes, "mean": mean,
+                         "eigval": stats["eigval"], "eigvec": stats["eigvec"]}, ckpt_path)
+            _write_metrics(metrics_path, history)
+
+    def write_summary(status, **extra):
+        if main:
+            _write_json(summary_path, _summary(status, history, steps=step, lr_decreases=schedule.decreases,
+                                               **extra))
+
+    from tqdm.auto import tqdm
+    bars = cfg.progress and main
+    if main:
+        _write_metrics(metrics_path, history)
+    write_summary("running")
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            batches = epoch_batches(len(train_data), cfg.batch_size, cfg.seed, epoch, rank, world)
+            loader = torch.utils.data.DataLoader(train_data, batch_sampler=batches, **loader_args)
+            net.train()
+            totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1, top-5, n
+            t0, diverged = time.perf_counter(), None
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not bars,
+                       dynamic_ncols=True)
+            for i, (x, y) in enumerate(bar):
+                x, y = _to(x, device), y.to(device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                step_totals = torch.zeros(4, dtype=torch.float64, device=device)
+                chunks = list(zip(x.split(micro), y.split(micro)))
+                for j, (xc, yc) in enumerate(chunks):
+                    # Gradient accumulation: the sum over micro-batches and processes of
+                    # loss_sum / batch_size is the mean loss of the global batch. DDP averages
+                    # over processes, hence the factor world.
+                    sync = (contextlib.nullcontext() if world == 1 or j == len(chunks) - 1
+                            else net.no_sync())
+                    with sync:
+                        with amp:
+                            logits = net(xc)
+                        loss = F.cross_entropy(logits.float(), yc, reduction="sum")
+                        (loss * (world / cfg.batch_size)).backward()
+                    t1, t5 = _accuracy_counts(logits.detach().float(), yc)
+                    step_totals += torch.stack([loss.detach().double(), t1.double(), t5.double(),
+                                                torch.tensor(len(yc), dtype=torch.float64, device=device)])
+                if world > 1:
+                    dist.all_reduce(step_totals)
+                if not math.isfinite(step_totals[0].item()):  # Divergence: keep the last good checkpoint.
+                    diverged = i + 1
+                    break
+                optimizer.step()
+                step += 1
+                totals += step_totals
+                bar.set_postfix(loss=f"{totals[0].item() / totals[3].item():.3f}",
+                                lr=f"{optimizer.param_groups[0]['lr']:.0e}", refresh=False)
+                if cfg.max_steps is not None and step >= cfg.max_steps:
+                    stop_reason = "max_steps"
+                    break
+            bar.close()
+            if diverged is not None:
+                stop_reason = "diverged"
+                write_summary("failed", stop_reason="diverged", failure={
+                    "epoch": epoch + 1, "step": diverged, "global_step": step + 1,
+                    "reason": f"non-finite loss at epoch {epoch + 1}, step {diverged}; lr={cfg.lr} is "
+                              "probably too large (the last good checkpoint is kept)"})
+                break
+            train_seconds = time.perf_counter() - t0
+            val1, val5 = _validate(model, val_loader, device, amp, (rank, world))
+            loss_sum, top1, top5, n = totals.tolist()
+            history.append({"epoch": epoch + 1, "train_loss": loss_sum / n, "train_top1_err": 1 - top1 / n,
+                            "train_top5_err": 1 - top5 / n, "val_top1_err": val1, "val_top5_err": val5,
+                            "lr": optimizer.param_groups[0]["lr"], "images_per_s": n / train_seconds,
+                            "seconds": time.perf_counter() - t0})
+            if stop_reason != "max_steps" and schedule.step(1 - val1):
+                stop_reason = "lr_schedule"
+            done = stop_reason != "epochs" or epoch + 1 == cfg.epochs
+            checkpoint(epoch + 1, finished=done)
+            write_summary("finished" if done else "running", stop_reason=stop_reason if done else None)
+            if main and cfg.progress:
+                r = history[-1]
+                print(f"epoch {r['epoch']:3d}  loss {r['train_loss']:.3f}  train top-1 {r['train_top1_err']:.3f}  "
+                      f"val top-1 {r['val_top1_err']:.3f}  top-5 {r['val_top5_err']:.3f}  lr {r['lr']:.0e}  "
+                      f"{r['images_per_s']:.0f} img/s", flush=True)
+            if done:
+                break
+        else:
+            if start_epoch >= cfg.epochs:  # resumed a run whose last checkpoint was final
+                write_summary("finished", stop_reason=stop_reason)
+    except BaseException as e:
+        write_summary("failed", stop_reason="error", failure={
+            "epoch": epoch + 1, "step": None, "reason": f"{type(e).__name__}: {e}"})
+        raise
+    if world > 1:
+        dist.barrier()
+    return run_dir
+
+
+def _jsonable(v):
+    return json.loads(json.dumps(v, default=str))
+
+
+# --- command line: python -m vgg_lib.train / torchrun -m vgg_lib.train ----------------------
+
+def parser() -> argparse.ArgumentParser:
+    """One option per TrainConfig field, with the field's help and default."""
+    p = argparse.ArgumentParser(prog="python -m vgg_lib.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    types = {"int": int, "float": float, "str": str}
+    for f in dataclasses.fields(TrainConfig):
+        opts = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        kind = str(f.type).split(" |")[0]
+        if f.name == "S":
+            p.add_argument(*opts, nargs="+", type=int, default=f.default, metavar="S",
+                           help=f.metadata["help"] + " (two numbers: Smin Smax)")
+        elif kind == "bool":
+            p.add_argument(*opts, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+        else:
+            p.add_argument(*opts, type=types.get(kind, str), default=f.default, help=f.metadata["help"])
+    return p
+
+
+def main(argv=None) -> Path:
+    args = vars(parser().parse_args(argv))
+    try:
+        cfg = TrainConfig(**args)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    path = train(cfg)
+    if _distributed()[0] == 0:
+        print(path)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return path
+
+
+if __name__ == "__main__":
+    main()
