@@ -1,0 +1,311 @@
+"""vgg_lib.train: the recipe of Sect. 3.1, resume, DDP (Sect. 3.3), divergence, bad inputs.
+
+Tiny nets (width 1/16, 32-pixel crops, a few hundred ``shapes`` images) keep this quick.
+"""
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("VGG_LIB_CACHE", str(REPO / ".cache" / "vgg_lib"))
+
+from vgg_lib import train as T  # noqa: E402
+from vgg_lib.models import vgg  # noqa: E402
+from vgg_lib.train import ConfigError, Schedule, TrainConfig, load_run, train  # noqa: E402
+
+TINY = dict(width=1 / 16, train_size=128, val_size=64, batch_size=32, image_size=40, progress=False)
+
+
+def tiny(tmp, name, **kw):
+    return TrainConfig(**{**TINY, "run_dir": str(Path(tmp) / name), **kw})
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory):
+    """A finished two-epoch run of net A."""
+    return train(tiny(tmp_path_factory.mktemp("runs"), "A", config="A", epochs=2))
+
+
+def weights(run_dir):
+    return T.load_checkpoint(Path(run_dir) / "checkpoint.pt")["model"]
+
+
+def assert_same_weights(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=atol, rtol=0), (k, (a[k] - b[k]).abs().max())
+
+
+# --- the recipe ----------------------------------------------------------------------------
+
+def test_recipe_defaults_are_the_papers():
+    cfg = TrainConfig()
+    assert (cfg.batch_size, cfg.momentum, cfg.weight_decay, cfg.lr, cfg.dropout) == (256, 0.9, 5e-4, 1e-2, 0.5)
+    assert (cfg.lr_factor, cfg.max_decreases, cfg.init, cfg.init_std) == (0.1, 3, "normal", 0.01)
+    assert cfg.epochs == 74  # 370K iterations of 256 images on 1.28M images
+    # the paper's geometry scaled to a 32-pixel crop: 224 -> 32, S = 256 -> 37, pool5 is 1x1
+    assert (cfg.crop, cfg.S, cfg.test_scale) == (32, 37, 37)
+    assert TrainConfig(crop=224).S == 256
+    assert TrainConfig(crop=224, S=[256, 512]).test_scale == 384  # Q = (Smin + Smax) / 2
+    assert TrainConfig(S="256,512", crop=224).S == [256, 512]
+
+
+def test_schedule_divides_lr_three_times_then_stops():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
+    schedule = Schedule(opt, factor=0.1, patience=1, max_decreases=3)
+    accuracies = [0.1, 0.2, 0.2, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]
+    lrs, stops = [], []
+    for acc in accuracies:
+        stops.append(schedule.step(acc))
+        lrs.append(opt.param_groups[0]["lr"])
+    # improving keeps the lr; two epochs without improvement (patience 1) divide it by 10
+    expected = [1e-2, 1e-2, 1e-2, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5, 1e-5, 1e-5]
+    assert lrs == pytest.approx(expected)
+    assert stops.index(True) == 10 and schedule.decreases == 3  # the fourth plateau stops training
+    state = schedule.state_dict()
+    other = Schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-5), patience=1)
+    other.load_state_dict(state)
+    assert other.decreases == 3 and other.plateau.best == pytest.approx(0.3)
+
+
+def test_epoch_batches_split_one_global_batch():
+    full = T.epoch_batches(100, 32, seed=3, epoch=1)
+    assert len(full) == 3 and all(len(b) == 32 for b in full)  # the incomplete batch is dropped
+    r0, r1 = (T.epoch_batches(100, 32, seed=3, epoch=1, rank=r, world=2) for r in (0, 1))
+    assert [sorted(a + b) for a, b in zip(r0, r1)] == [sorted(b) for b in full]
+    assert T.epoch_batches(100, 32, seed=3, epoch=2) != full  # a new order each epoch
+    assert T.epoch_batches(100, 32, seed=3, epoch=1) == full  # ... from (seed, epoch) only
+
+
+def test_cli_lists_every_option_and_rejects_bad_ones(capsys):
+    text = T.parser().format_help()
+    for f in T.dataclasses.fields(TrainConfig):
+        assert f"--{f.name}" in text, f.name
+    with pytest.raises(SystemExit) as e:
+        T.main(["--lr", "-1"])
+    assert str(e.value) == "error: lr=-1.0 is not allowed: a number > 0 (the paper: 1e-2)"
+    assert T.parser().parse_args(["--S", "256", "512", "--no-flip"]).S == [256, 512]
+
+
+# --- bad inputs: clear errors before any data is loaded --------------------------------------
+
+@pytest.fixture
+def no_data(monkeypatch):
+    import vgg_lib.data as data
+
+    def refuse(*a, **k):
+        raise AssertionError("data were loaded")
+    monkeypatch.setattr(data, "build_dataset", refuse)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(config="F"), "config: config name 'F' is unknown; allowed: A, A-LRN, B, C, D, E, B-5x5"),
+    (dict(dataset="imagenet"), "dataset='imagenet' is not allowed: one of shapes, digits, cifar10, imagefolder"),
+    (dict(S=30), "S=30 is not allowed: an integer >= crop=32 or [Smin, Smax]"),
+    (dict(S=[64, 48]), "S=[64, 48] has Smin > Smax"),
+    (dict(S=[24, 48]), "S=[24, 48]: Smin is smaller than the crop"),
+    (dict(lr=0), "lr=0 is not allowed: a number > 0"),
+    (dict(lr=-0.1), "lr=-0.1 is not allowed: a number > 0"),
+    (dict(epochs=0), "epochs=0 is not allowed: an integer >= 1"),
+    (dict(batch_size=0), "batch_size=0 is not allowed: an integer >= 1"),
+    (dict(micro_batch=512), "micro_batch=512 is not allowed: an integer in [1, batch_size=256]"),
+    (dict(init="xavier"), "init='xavier' is not allowed: one of normal, glorot, from_run"),
+    (dict(init="from_run"), "init_source=None is not allowed: the run folder of a trained net A"),
+    (dict(device="tpu"), "device='tpu' is not allowed: one of cpu, cuda, auto"),
+])
+def test_bad_parameters(no_data, kwargs, message):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(**kwargs)
+    assert message in str(e.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when no GPU exists")
+def test_cuda_without_gpu(no_data):
+    with pytest.raises(ValueError, match=r"device='cuda' is not allowed: cpu or auto: no CUDA GPU"):
+        TrainConfig(device="cuda")
+
+
+def test_bad_data_root(no_data, tmp_path):
+    with pytest.raises(ValueError, match=r"data_root=None is not allowed: imagefolder needs root="):
+        TrainConfig(dataset="imagefolder")
+    with pytest.raises(ValueError, match=r"does not exist or is not a directory"):
+        TrainConfig(dataset="imagefolder", data_root=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match=r"is empty: expected train/<class>/ images"):
+        TrainConfig(dataset="imagefolder", data_root=str(tmp_path))
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "readme.txt").write_text("no class folders")
+    with pytest.raises(ValueError, match=r"has no class folders"):
+        TrainConfig(dataset="imagefolder", data_root=str(tmp_path))
+    (tmp_path / "train" / "cat").mkdir()
+    with pytest.raises(ValueError, match=r"has no class folders in val/"):
+        TrainConfig(dataset="imagefolder", data_root=str(tmp_path))
+
+
+def test_bad_init_run(no_data, run_a, tmp_path):
+    with pytest.raises(ValueError, match=r"init_run='.*nowhere' is not allowed: no checkpoint.pt"):
+        TrainConfig(**TINY, init_run=str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match=r"is a run of config A, but config='D'"):
+        TrainConfig(**{**TINY, "config": "D"}, init_run=str(run_a))
+    with pytest.raises(ValueError, match=r"was trained with width=0.0625 but this run has width=0.125"):
+        TrainConfig(**{**TINY, "width": 0.125}, init_run=str(run_a))
+    TrainConfig(**TINY, init_run=str(run_a), lr=1e-3)  # S=384 from S=256, as the paper did
+
+
+# --- run folders ----------------------------------------------------------------------------
+
+def test_run_folder_is_complete(run_a):
+    assert sorted(p.name for p in run_a.iterdir()) == ["checkpoint.pt", "metrics.csv", "params.json",
+                                                       "summary.json"]
+    metrics = pd.read_csv(run_a / "metrics.csv")
+    assert list(metrics.columns) == T.METRICS and list(metrics.epoch) == [1, 2]
+    assert metrics.val_top1_err.between(0, 1).all() and (metrics.lr == 1e-2).all()
+    summary = json.loads((run_a / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["stop_reason"] == "epochs"
+    assert summary["steps"] == 2 * (128 // 32) and summary["val_top1_err"] == metrics.val_top1_err.iloc[-1]
+    assert summary["best_epoch"] == int(metrics.epoch[metrics.val_top1_err.idxmin()])
+    params = json.loads((run_a / "params.json").read_text())
+    assert params["config"] == "A" and params["S"] == 37 and params["num_classes"] == 10
+    ckpt = T.load_checkpoint(run_a / "checkpoint.pt")
+    assert {"model", "optimizer", "schedule", "rng", "epoch", "mean", "preprocess"} <= set(ckpt)
+    assert set(ckpt["rng"]) >= {"torch", "numpy", "python", "loader"}
+    # a finished run is reused, not trained again
+    mtime = (run_a / "checkpoint.pt").stat().st_mtime_ns
+    assert train(TrainConfig(**{**TINY, "config": "A", "epochs": 2, "run_dir": str(run_a)})) == run_a
+    assert (run_a / "checkpoint.pt").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match=r"holds a run with other parameters \(lr: 0.01 there, 0.02 here\)"):
+        train(TrainConfig(**{**TINY, "config": "A", "epochs": 2, "lr": 0.02, "run_dir": str(run_a)}))
+
+
+def test_load_run_rebuilds_the_net(run_a, tmp_path):
+    run = load_run(run_a)
+    assert not run.model.training and run.model.config == "A" and run.crop == 32 and run.S == 37
+    assert run.mean.shape == (3,) and 60 < float(run.mean.mean()) < 200 and run.pixel_scale == 1.0
+    assert_same_weights(run.model.state_dict(), weights(run_a))
+    assert run.model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="has no finished checkpoint"):
+        load_run(tmp_path)
+
+
+def test_pickled_checkpoint_is_refused(run_a, tmp_path):
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(run_a, bad)
+    ckpt = torch.load(bad / "checkpoint.pt", weights_only=True)
+    ckpt["extra"] = Path("arbitrary object")  # needs unpickling of a class: could be any code
+    torch.save(ckpt, bad / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"refusing to load checkpoint .*needs arbitrary unpickling"):
+        load_run(bad)
+
+
+def test_from_run_copies_net_a_first_four_convs_and_fcs(run_a):
+    a = load_run(run_a).model
+    d = T._copy_first_layers(vgg("D", num_classes=10, width=1 / 16, input_size=32), a)
+    for name in ("conv1_1", "conv2_1", "conv3_1", "conv3_2"):
+        assert torch.equal(getattr(d.features, name).weight, getattr(a.features, name).weight)
+    for name in ("fc6", "fc7", "fc8"):
+        assert torch.equal(getattr(d.classifier, name).weight, getattr(a.classifier, name).weight)
+    assert not torch.equal(d.features.conv4_1.weight, a.features.conv4_1.weight)  # stays random
+    TrainConfig(**TINY, config="D", init="from_run", init_source=str(run_a))  # accepted
+
+
+def test_gradient_accumulation_equals_full_batch(tmp_path):
+    full = train(tiny(tmp_path, "full", dropout=0.0, max_steps=3))
+    micro = train(tiny(tmp_path, "micro", dropout=0.0, max_steps=3, micro_batch=8))
+    assert json.loads((full / "summary.json").read_text())["stop_reason"] == "max_steps"
+    assert_same_weights(weights(full), weights(micro), atol=1e-5)
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = T.F.cross_entropy
+
+    def nan_in_epoch_2(*a, **k):  # epoch 1 has 4 steps; the second step of epoch 2 diverges
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] == 6 else loss
+    monkeypatch.setattr(T.F, "cross_entropy", nan_in_epoch_2)
+    path = train(tiny(tmp_path, "nan", epochs=3))
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["stop_reason"] == "diverged"
+    assert (summary["failure"]["epoch"], summary["failure"]["step"]) == (2, 2)
+    assert "non-finite loss at epoch 2, step 2" in summary["failure"]["reason"]
+    ckpt = T.load_checkpoint(path / "checkpoint.pt")
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert len(pd.read_csv(path / "metrics.csv")) == 1
+
+
+def test_huge_lr_diverges(tmp_path):
+    path = train(tiny(tmp_path, "huge", lr=1e6, epochs=1))
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["status"] == "failed" and "non-finite loss" in summary["failure"]["reason"]
+    assert not (path / "checkpoint.pt").exists()  # no good epoch ever finished
+
+
+# --- resume after SIGKILL and DDP equivalence: real processes --------------------------------
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    kw = dict(epochs=4, seed=1, patience=0)
+    reference = train(tiny(tmp_path, "reference", **kw))
+    victim = tiny(tmp_path, "victim", **kw)
+    args = [sys.executable, "-m", "vgg_lib.train"] + [
+        f"--{k}={v}" for k, v in victim.to_dict().items()
+        if v is not None and k not in ("S", "progress") and not isinstance(v, bool)] + ["--no-progress"]
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = Path(victim.run_dir) / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 0.5))  # somewhere inside epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    killed_at = T.load_checkpoint(ckpt)["epoch"]
+    assert killed_at < 4 and json.loads((Path(victim.run_dir) / "summary.json").read_text())["status"] == "running"
+    resumed = train(victim)
+    assert_same_weights(weights(reference), weights(resumed))
+    cols = [c for c in T.METRICS if c not in ("images_per_s", "seconds")]
+    pd.testing.assert_frame_equal(pd.read_csv(reference / "metrics.csv")[cols],
+                                  pd.read_csv(resumed / "metrics.csv")[cols])
+    assert json.loads((resumed / "summary.json").read_text())["status"] == "finished"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process(tmp_path):
+    """Sect. 3.3: synchronous data parallelism computes exactly the single-device gradient."""
+    kw = dict(dropout=0.0, max_steps=3, micro_batch=8, seed=2)
+    single = train(tiny(tmp_path, "single", **kw))
+    ddp = tiny(tmp_path, "ddp", **kw)
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+            f"--master_port={_free_port()}", "-m", "vgg_lib.train", "--device=cpu", "--no-progress"] + [
+        f"--{k}={v}" for k, v in ddp.to_dict().items()
+        if v is not None and k not in ("S", "progress", "device") and not isinstance(v, bool)]
+    out = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    params = json.loads((Path(ddp.run_dir) / "params.json").read_text())
+    assert params["world_size"] == 2
+    assert_same_weights(weights(single), weights(ddp.run_dir), atol=1e-5)
+    a, b = (pd.read_csv(Path(p) / "metrics.csv") for p in (single, ddp.run_dir))
+    assert a.val_top1_err.tolist() == b.val_top1_err.tolist()
+    assert a.train_loss.tolist() == pytest.approx(b.train_loss.tolist(), abs=1e-5)
