@@ -13,7 +13,8 @@ rendering is therefore sharper than a 64-pixel one upsampled. Everything is vect
 chunk of images with numpy; 10,000 images of 64x64 take a few seconds on one core.
 
 Image ``i`` of a split depends only on ``(seed, split, i)``: each scene parameter has its own
-random stream, so a smaller ``size`` gives a prefix of a larger one.
+random stream (drawn once per data set, row by row), so a smaller ``size`` gives a prefix of a
+larger one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 CLASSES = ["circle", "ring", "crescent", "triangle", "square", "pentagon", "hexagon",
            "star", "cross", "arrow"]
 SPLITS = ("train", "val", "test")
-RENDER_VERSION = 1  # bump when the drawing changes: it is part of the cache key
+RENDER_VERSION = 2  # bump when the drawing changes: it is part of the cache key
 MIN_RADIUS, MAX_RADIUS = 0.10, 0.45  # object radius, as a fraction of the image side
 N_CLUTTER = 4  # at most this many line segments behind the object
 
@@ -35,15 +36,15 @@ N_CLUTTER = 4  # at most this many line segments behind the object
 def _streams(seed: int, split: str):
     """One independent generator per parameter, all derived from (seed, split)."""
     root = np.random.SeedSequence(entropy=int(seed), spawn_key=(SPLITS.index(split),))
-    names = ["shape", "radius", "centre", "angle", "fg", "shade", "polarity", "bg",
+    names = ["shape", "radius", "centre", "angle", "fg", "fg_value", "fg_dark", "shade", "polarity", "bg",
              "grating", "clutter", "clutter_colour", "n_clutter"]
     return {n: np.random.Generator(np.random.PCG64(s)) for n, s in zip(names, root.spawn(len(names)))}
 
 
-def _bright(rng, n):
+def _bright(hue, value):
     # any hue, at least one channel bright: stands out on a dark background
-    c = rng.random((n, 3)) + 1e-3
-    return c / c.max(axis=1, keepdims=True) * rng.uniform(0.65, 1.0, (n, 1))
+    c = hue + 1e-3
+    return c / c.max(axis=1, keepdims=True) * (0.65 + 0.35 * value)
 
 
 def sample_scenes(n: int, seed: int = 0, split: str = "train") -> dict[str, np.ndarray]:
@@ -55,7 +56,8 @@ def sample_scenes(n: int, seed: int = 0, split: str = "train") -> dict[str, np.n
     margin = radius * 0.8  # objects may touch the border but stay mostly inside
     centre = margin[:, None] + r["centre"].random((n, 2)) * (1 - 2 * margin[:, None])
     dark_bg = r["polarity"].random(n) < 0.5
-    fg_bright, fg_dark = _bright(r["fg"], n), r["fg"].random((n, 3)) * 0.35
+    fg_bright = _bright(r["fg"].random((n, 3)), r["fg_value"].random((n, 1)))
+    fg_dark = r["fg_dark"].random((n, 3)) * 0.35
     bg = r["bg"].random((n, 2, 3))
     bg = np.where(dark_bg[:, None, None], bg * 0.4, 0.6 + 0.4 * bg)  # two background colours
     g = r["grating"].random((n, 2, 3))  # two gratings: frequency, orientation, phase
@@ -135,7 +137,7 @@ def _coverage(sd_pixels):
     return np.clip(0.5 - sd_pixels, 0.0, 1.0)
 
 
-def _grating(s, xs, ys, g):
+def _grating(xs, ys, g):
     """sin(2 pi f (x cos a + y sin a) + phase), separably: sin(A + B) = sinA cosB + cosA sinB."""
     f = (1.0 + 5.0 * g[:, 0])[:, None, None]
     a = (2 * np.pi * g[:, 1])[:, None, None]
@@ -165,8 +167,8 @@ def _render_chunk(sc: dict, S: int) -> np.ndarray:
     X, Y = xs[None, None, :], ys[None, :, None]
 
     # background: blend of two colours driven by two gratings, then clutter strokes
-    t = 0.5 + 0.25 * _grating(sc, xs, ys, sc["grating"][:, 0]) \
-        + 0.25 * _grating(sc, xs, ys, sc["grating"][:, 1])
+    t = 0.5 + 0.25 * _grating(xs, ys, sc["grating"][:, 0]) \
+        + 0.25 * _grating(xs, ys, sc["grating"][:, 1])
     t = t.astype(f32)[:, None]  # (n, 1, S, S)
     bg0, bg1 = (sc["bg"][:, k, :, None, None].astype(f32) for k in (0, 1))
     img = bg0 + (bg1 - bg0) * t

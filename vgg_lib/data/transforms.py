@@ -11,10 +11,12 @@ Testing: rescale so the smallest side is Q, optionally take a centre crop, subtr
 Inputs are uint8 tensors (3, H, W); outputs are float32 (3, h, w) in pixel units (0..255) minus
 the mean RGB, times ``pixel_scale`` (1.0 by default, the paper's units).
 
-Speed: the training transform never rescales the whole image. It draws S and the crop window in
-the rescaled image's coordinates, maps the window back to the original image and resizes only
-that window to crop x crop (``resized_crop``): the same pixels up to sub-pixel rounding of the
-window, and several times less work when S is large.
+Speed: on large images the training transform does not rescale the whole image. It draws S
+and the crop window in the rescaled image's coordinates, maps the window back to the original
+image and resizes only that window to crop x crop (``resized_crop``): the same pixels up to a
+sub-pixel rounding of the window (at most half an original pixel, so it is used only when the
+window spans at least ``FUSED_MIN_WINDOW`` original pixels), and several times less work when
+S is large. Small images (the built-in data) take the exact path: rescale, then crop.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torchvision.transforms.v2.functional as F
 
 
 PAPER_CROP = 224  # the ConvNet input size of the paper
+FUSED_MIN_WINDOW = 128  # crop windows this large (in original pixels) are resized directly
 
 
 def scaled_size(paper_size: int, crop: int) -> int:
@@ -142,10 +145,10 @@ class TrainTransform:
         _check_image(img)
         H, W = img.shape[-2:]
         c = self.crop
-        if self.fused:
+        h, w = _rescaled_hw(H, W, p["S"])
+        sy, sx = H / h, W / w
+        if self.fused and min(c * sy, c * sx) >= FUSED_MIN_WINDOW:
             # the crop window in original pixels, resized straight to crop x crop
-            h, w = _rescaled_hw(H, W, p["S"])
-            sy, sx = H / h, W / w
             top, left = int(round(p["top"] * sy)), int(round(p["left"] * sx))
             ch, cw = max(1, int(round(c * sy))), max(1, int(round(c * sx)))
             top, left = min(top, H - ch), min(left, W - cw)
