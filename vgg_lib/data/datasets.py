@@ -58,7 +58,8 @@ class VisionDataset(Dataset):
 class ArrayDataset(VisionDataset):
     """Images held in one uint8 array (N, 3, H, W) (possibly memory-mapped) with int labels."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, classes, transform=None, identity=None):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes, transform=None,
+                 identity=None):
         super().__init__(classes, transform, identity)
         self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
 
@@ -199,18 +200,18 @@ def _decode(path: Path, min_side: int | None) -> torch.Tensor:
             scale = min(w, h) / min_side
             if scale >= 2:
                 im.draft("RGB", (int(np.ceil(w / scale)), int(np.ceil(h / scale))))
-                arr = np.asarray(im.convert("RGB"))
-                return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+                return torch.from_numpy(np.asarray(im.convert("RGB")).transpose(2, 0, 1).copy())
     try:  # libjpeg-turbo/libpng straight into a tensor: about 2x faster than through PIL
         from torchvision.io import ImageReadMode, decode_image
     except ImportError:  # torchvision plans to move decoding to torchcodec
         from PIL import Image
 
         with Image.open(io.BytesIO(data)) as im:
-            return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
+            return torch.from_numpy(np.asarray(im.convert("RGB")).transpose(2, 0, 1).copy())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the same move, announced
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return decode_image(raw, mode=ImageReadMode.RGB)
 
 
 class ImageFolder(VisionDataset):
@@ -277,7 +278,10 @@ class ImageFolder(VisionDataset):
         raise RuntimeError(f"no readable image under {str(self.root / self.split)!r}")
 
     def scan(self) -> int:
-        """Decode every file once; drop unreadable ones (counted in ``.skipped``). Returns the count."""
+        """Decode every file once; drop the unreadable ones (counted in ``.skipped``).
+
+        Returns the number skipped; raises on the first one unless ``skip_corrupt``.
+        """
         good = []
         for path, label in self.samples:
             try:
@@ -296,7 +300,8 @@ def make_imagefolder(root, split="train", image_size=None, skip_corrupt=False, t
     root = Path(root)
     folder = root / split
     if not folder.is_dir():
-        hint = " (the test split is optional: add root/test/<class>/ to use it)" if split == "test" else ""
+        hint = (" (the test split is optional: add root/test/<class>/ to use it)"
+                if split == "test" else "")
         raise ValueError(f"split={split!r}: folder {str(folder)!r} does not exist{hint}")
     index = {c: i for i, c in enumerate(classes)}
     samples = []

@@ -36,9 +36,11 @@ N_CLUTTER = 4  # at most this many line segments behind the object
 def _streams(seed: int, split: str):
     """One independent generator per parameter, all derived from (seed, split)."""
     root = np.random.SeedSequence(entropy=int(seed), spawn_key=(SPLITS.index(split),))
-    names = ["shape", "radius", "centre", "angle", "fg", "fg_value", "fg_dark", "shade", "polarity", "bg",
+    names = ["shape", "radius", "centre", "angle", "fg", "fg_value", "fg_dark", "shade",
+             "polarity", "bg",
              "grating", "clutter", "clutter_colour", "n_clutter"]
-    return {n: np.random.Generator(np.random.PCG64(s)) for n, s in zip(names, root.spawn(len(names)))}
+    seeds = root.spawn(len(names))
+    return {n: np.random.Generator(np.random.PCG64(s)) for n, s in zip(names, seeds)}
 
 
 def _bright(hue, value):
@@ -202,7 +204,8 @@ def _render_chunk(sc: dict, S: int) -> np.ndarray:
 
     # gentle shading across the object so it is not a flat colour
     sh = sc["shade"].astype(f32)
-    ramp = u * np.cos(2 * np.pi * sh[:, 0, None, None]) + v * np.sin(2 * np.pi * sh[:, 0, None, None])
+    direction = 2 * np.pi * sh[:, 0, None, None]
+    ramp = u * np.cos(direction) + v * np.sin(direction)
     shade = 1 + 0.25 * sh[:, 1, None, None] * ramp
     fg = sc["fg"].astype(f32)[:, :, None, None] * shade[:, None]
     img += (fg - img) * alpha

@@ -21,7 +21,6 @@ S is large. Small images (the built-in data) take the exact path: rescale, then 
 
 from __future__ import annotations
 
-import math
 from numbers import Integral
 
 import torch
@@ -70,8 +69,9 @@ def _rescaled_hw(h, w, S):
 
 
 def _check_image(img):
-    if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:
-        got = f"{img.dtype} {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
+    is_tensor = isinstance(img, torch.Tensor)
+    if not is_tensor or img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:
+        got = f"{img.dtype} {tuple(img.shape)}" if is_tensor else type(img).__name__
         raise ValueError(f"expected a uint8 tensor of shape (3, H, W), got {got}")
 
 
@@ -106,7 +106,8 @@ class TrainTransform:
         if not (isinstance(pixel_scale, (int, float)) and pixel_scale > 0):
             raise ValueError(f"pixel_scale={pixel_scale!r} must be a number > 0")
         if (eigval is None) != (eigvec is None):
-            raise ValueError("eigval and eigvec must be given together (or both None: no colour shift)")
+            raise ValueError("eigval and eigvec must be given together "
+                             "(or both None: no colour shift)")
         self.smin, self.smax, self.crop = int(smin), int(smax), int(crop)
         self.mean = _rgb("mean", mean, (3,))
         if self.mean is None:
