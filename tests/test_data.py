@@ -401,3 +401,14 @@ def test_bad_input_messages(call, message):
 
 def test_dataset_names():
     assert DATASETS == ("shapes", "digits", "cifar10", "imagefolder")
+
+
+def test_statistics_of_an_image_folder_skip_corrupt_files(tmp_path, cache):
+    make_folder(tmp_path, n=2, size=(8, 6))
+    (tmp_path / "train" / "dog" / "9.jpg").write_bytes(b"garbage")
+    pixels = np.concatenate([np.asarray(Image.open(p).convert("RGB"), float).reshape(-1, 3)
+                             for p in sorted((tmp_path / "train").rglob("[01].jpg"))])
+    st = rgb_statistics(build_dataset("imagefolder", "train", tmp_path, skip_corrupt=True))
+    np.testing.assert_allclose(st["mean"], pixels.mean(axis=0))
+    with pytest.raises(RuntimeError, match="9.jpg"):
+        rgb_statistics(build_dataset("imagefolder", "train", tmp_path), refresh=True)

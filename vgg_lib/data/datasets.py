@@ -131,6 +131,7 @@ def load_digits(split="train", image_size=32, seed=0):
     d = _sklearn_digits()
     idx = split_indices(len(d.target), seed)[split]
     x = torch.from_numpy(d.images[idx]).float()[:, None] * (255.0 / 16.0)  # 0..16 -> 0..255
+    # bilinear upsampling of the 8x8 originals (anti-aliased only if asked to shrink them)
     x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear",
                                         align_corners=False, antialias=image_size < 8)
     x = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
@@ -339,6 +340,9 @@ def build_dataset(name, split="train", root=None, *, image_size=None, download=F
     ``size``: number of images. For ``shapes`` it sets how many are drawn (default
     10,000/2,000/2,000); for the others it takes a seeded random subset of the split.
     ``seed``: the shapes scenes, and the train/val partition of digits and CIFAR-10.
+    ``root``: where the data are (``cifar10``: default ``cache_dir()/cifar10``; ``imagefolder``:
+    required); for ``shapes``, where the rendered arrays are cached (default
+    ``cache_dir()/shapes``). ``download``: ``cifar10`` only. ``skip_corrupt``: ``imagefolder``.
     """
     if name not in DATASETS:
         raise ValueError(f"dataset name={name!r} is not one of {DATASETS}")

@@ -26,7 +26,12 @@ def _images(dataset, max_images, seed=0):
         return
     get = getattr(dataset, "image", None) or (lambda i: dataset[i][0])
     for i in idx:
-        x = get(int(i))
+        try:
+            x = get(int(i))
+        except RuntimeError:
+            if getattr(dataset, "skip_corrupt", False):  # an unreadable file: leave it out
+                continue
+            raise
         if not (isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.ndim == 3):
             raise ValueError("rgb_statistics needs uint8 (3, H, W) images: build the data set "
                              "with transform=None")
