@@ -227,13 +227,26 @@ def test_corrupt_jpeg_is_named_or_skipped_and_counted(tmp_path):
     assert ds.scan() == 1 and len(ds) == 5 and ds.skipped == 1
 
 
-def test_reduced_size_jpeg_decoding(tmp_path):
+def test_reduced_size_jpeg_decoding(tmp_path, monkeypatch):
     path = tmp_path / "big.jpg"
     Image.fromarray(np.asarray(image(400, 600).permute(1, 2, 0))).save(path, quality=90)
     full, small = _decode(path, None), _decode(path, 90)
     assert full.shape == (3, 400, 600)
     assert small.shape == (3, 100, 150)  # 1/4 scale: still >= 90 on the smallest side
     assert _decode(path, 250).shape == (3, 400, 600)  # 1/2 would be too small
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    path.rename(tmp_path / "train" / "a" / "big.jpg")
+    ds = build_dataset("imagefolder", "train", tmp_path)
+    ds.decode_size = 90
+    assert ds[0][0].shape == (3, 100, 150)
+    from vgg_lib.data import datasets
+
+    seen = []
+    monkeypatch.setattr(datasets, "_decode", lambda p, m: seen.append(m) or _decode(p, m))
+    ds = build_dataset("imagefolder", "train", tmp_path, transform=test_transform(90, MEAN))
+    assert ds[0][0].shape == (3, 90, 135) and seen == [90]  # decoded at 100x150, then Q
+    build_dataset("imagefolder", "train", tmp_path, transform=train_transform((64, 120), 64, MEAN))[0]
+    assert seen == [90, 120]  # the largest S of the jitter range
 
 
 # ------------------------------------------------------------------------------ transforms

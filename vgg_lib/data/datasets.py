@@ -219,7 +219,8 @@ class ImageFolder(VisionDataset):
     """The ImageNet layout: ``root/train/<class>/*``, ``root/val/<class>/*``, ``root/test/...``.
 
     Images keep their own size unless ``image_size`` is given (then the smallest side is
-    rescaled to it at load time). ``skip_corrupt=True`` replaces an unreadable file by the next
+    rescaled to it at load time); set ``decode_size`` (or give a transform with ``max_size``)
+    to let large JPEGs be decoded at reduced scale. ``skip_corrupt=True`` replaces an unreadable file by the next
     readable one and counts it in ``.skipped`` (per process: each DataLoader worker counts its
     own); ``scan()`` decodes every file once and drops the unreadable ones up front.
     """
@@ -233,6 +234,9 @@ class ImageFolder(VisionDataset):
         self.samples: list[tuple[Path, int]] = samples
         self.skip_corrupt = skip_corrupt
         self.skipped_files: list[str] = []
+        # smallest side the caller needs: JPEGs may be decoded at 1/2, 1/4, 1/8 scale down to it
+        # (default: ``transform.max_size``, i.e. Smax or Q, when a transform is set)
+        self.decode_size: int | None = None
 
     @property
     def skipped(self) -> int:
@@ -247,6 +251,8 @@ class ImageFolder(VisionDataset):
     def _min_side(self):
         if self.image_size is not None:
             return self.image_size
+        if self.decode_size is not None:
+            return self.decode_size
         return getattr(self.transform, "max_size", None)  # the largest S the transform may use
 
     def image(self, index) -> torch.Tensor:
