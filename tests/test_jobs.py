@@ -1,0 +1,117 @@
+"""vgg_lib.jobs: papermill job runs, reuse, grids that survive a failing job, collect."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STATE = REPO / ".state"
+for var, sub in [("JUPYTER_CONFIG_DIR", "jupyter/config"), ("JUPYTER_DATA_DIR", "jupyter/data"),
+                 ("JUPYTER_RUNTIME_DIR", "jupyter/runtime"), ("IPYTHONDIR", "ipython"),
+                 ("MPLCONFIGDIR", "matplotlib")]:
+    os.environ.setdefault(var, str(STATE / sub))
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+os.environ.setdefault("VGG_LIB_CACHE", str(REPO / ".cache" / "vgg_lib"))
+
+from vgg_lib import jobs  # noqa: E402
+from vgg_lib.train import TrainConfig, train  # noqa: E402
+
+NOTEBOOK = REPO / "book" / "jobs" / "train.ipynb"
+GOOD = dict(width=0.0625, epochs=2, batch_size=32, train_size=128, val_size=64, image_size=40)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def good_run(root):
+    return jobs.run(NOTEBOOK, GOOD, root=root)
+
+
+def test_job_dir_names_runs_by_their_parameters(tmp_path):
+    a = jobs.job_dir(NOTEBOOK, GOOD, tmp_path)
+    assert a.parent == tmp_path and a.name.startswith("train-A-shapes-s0-")
+    # defaults filled in: leaving a parameter out or giving its default is the same run
+    assert jobs.job_dir(NOTEBOOK, {**GOOD, "lr": 0.01, "device": "cpu", "workers": 2}, tmp_path) == a
+    assert jobs.job_dir(NOTEBOOK, {**GOOD, "lr": 0.02}, tmp_path) != a
+    assert jobs.job_dir(NOTEBOOK, {**GOOD, "config": "D", "seed": 1}, tmp_path).name.startswith("train-D-shapes-s1-")
+    with pytest.raises(ValueError, match=r"params \['learning_rate'\] are not parameters of train.ipynb"):
+        jobs.job_dir(NOTEBOOK, {"learning_rate": 0.1}, tmp_path)
+
+
+def test_notebook_lists_its_parameters_with_their_meaning():
+    import papermill
+
+    params = papermill.inspect_notebook(str(NOTEBOOK))
+    for name in ("config", "dataset", "data_root", "epochs", "batch_size", "lr", "S", "Smin", "Smax", "width",
+                 "init", "init_run", "seed", "device", "workers", "compile", "run_dir"):
+        assert params[name]["help"], name
+    assert jobs.notebook_parameters(NOTEBOOK)["lr"] == 0.01
+
+
+@pytest.mark.slow
+def test_bad_parameter_fails_with_one_line_and_writes_nothing(root):
+    bad_root = root / "bad"
+    with pytest.raises(jobs.JobError) as e:
+        jobs.run(NOTEBOOK, {**GOOD, "S": 20}, root=bad_root)
+    assert str(e.value) == ("train.ipynb failed: ConfigError: S=20 is not allowed: an integer >= crop=32 "
+                            "or [Smin, Smax] with crop <= Smin <= Smax")
+    assert list(bad_root.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_good_job_writes_a_complete_run_folder_and_is_reused(good_run, root):
+    names = sorted(p.name for p in good_run.iterdir())
+    assert names == ["checkpoint.pt", "metrics.csv", "params.json", "summary.json", "train.ipynb"]
+    summary = json.loads((good_run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs_done"] == 2
+    executed = json.loads((good_run / "train.ipynb").read_text())
+    assert any(o.get("output_type") == "display_data" for c in executed["cells"] for o in c.get("outputs", []))
+    # same parameters (defaults written out): the finished run is returned without running
+    mtime = (good_run / "checkpoint.pt").stat().st_mtime_ns
+    assert jobs.run(NOTEBOOK, {**GOOD, "lr": 0.01}, root=root) == good_run
+    assert (good_run / "checkpoint.pt").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_grid_records_a_failing_job_and_goes_on(good_run, root):
+    table = jobs.grid(NOTEBOOK, [{**GOOD, "lr": -1.0}, GOOD], root=root, progress=False)
+    assert table.status.tolist() == ["failed", "finished"]
+    assert "lr=-1.0 is not allowed: a number > 0" in table.error[0]
+    assert table.run_dir[1] == str(good_run)
+
+
+@pytest.mark.slow
+def test_grid_command_line(good_run, root, tmp_path, capsys):
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(f"notebook: {NOTEBOOK}\nbase: {json.dumps(GOOD)}\ngrid:\n  seed: [0]\n")
+    assert jobs.main(["grid", str(grid_file), "--root", str(root)]) == 0
+    assert "finished" in capsys.readouterr().out
+
+
+def test_example_grid_is_valid():
+    notebook, params, _ = jobs.load_grid(REPO / "book" / "jobs" / "example_grid.yaml")
+    assert notebook == NOTEBOOK and len(params) >= 2
+    for p in params:
+        jobs.job_dir(notebook, p, "unused")  # every key is a parameter of the notebook
+        TrainConfig(**{k: v for k, v in p.items() if k not in ("Smin", "Smax")})
+
+
+def test_collect_reads_every_kind_of_run_folder(tmp_path):
+    book = train(TrainConfig(**{**GOOD, "epochs": 1}, progress=False, root=str(tmp_path / "book")))
+    (book / "results_eval.json").write_text(json.dumps({"top1_err": 0.25, "scales": {"Q": 37}}))
+    nested = tmp_path / "deep" / "er" / "run"
+    nested.mkdir(parents=True)
+    (nested / "params.json").write_text(json.dumps({"config": "E", "S": [256, 512]}))
+    (nested / "summary.json").write_text(json.dumps({"status": "failed", "failure": {"epoch": 3}}))
+    table = jobs.collect(tmp_path).set_index("config")
+    assert sorted(table.index) == ["A", "E"]
+    assert table.loc["A", "status"] == "finished" and table.loc["A", "results_eval.top1_err"] == 0.25
+    assert table.loc["A", "results_eval.scales.Q"] == 37 and 0 <= table.loc["A", "val_top1_err"] <= 1
+    assert table.loc["E", "failure.epoch"] == 3 and table.loc["E", "S"] == "256-512"
+    assert len(jobs.collect(tmp_path / "nothing")) == 0
