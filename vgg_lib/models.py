@@ -230,36 +230,38 @@ def init_weights(model: nn.Module, scheme: str = "normal", std: float = 0.01) ->
     return model
 
 
-def _weight_layers(model: nn.Module, kind: type) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, kind)]
-
-
 def init_from(model: VGG, source: VGG, n_conv: int = 4) -> VGG:
     """The paper's pre-initialisation (Sect. 3.1): copy the first ``n_conv`` conv layers and the
     three FC layers of a trained net A (``source``) into ``model``; the rest stays random.
 
-    Batch-norm layers right after the copied convolutions are copied too. A shape mismatch
-    raises ``ValueError`` naming the layer and both shapes.
+    Layers are matched by name, as Caffe does: A's first four convolutions are conv1_1,
+    conv2_1, conv3_1 and conv3_2, and B, C, D, E have layers of those names and shapes (by
+    position they would not match: D's second convolution is conv1_2). Batch-norm layers of
+    the copied convolutions are copied too. A missing layer or a shape mismatch raises
+    ``ValueError`` naming the layer and both shapes; nothing is copied in that case.
     """
-    pairs = list(zip(_weight_layers(model, nn.Conv2d)[:n_conv], _weight_layers(source, nn.Conv2d)[:n_conv]))
-    pairs += list(zip(_weight_layers(model, nn.Linear), _weight_layers(source, nn.Linear)))
-    if len(pairs) < n_conv + 3:
-        raise ValueError(f"init_from needs {n_conv} conv and 3 FC layers in both nets, found {len(pairs)} pairs")
-    src_modules = dict(source.named_modules())
-    dst_modules = dict(model.named_modules())
-    for (name, dst), (src_name, src) in pairs:
+    src = [n for n, m in source.features.named_children() if isinstance(m, nn.Conv2d)][:n_conv]
+    src += [n for n, m in source.classifier.named_children() if isinstance(m, nn.Linear)]
+    ours = dict(model.named_modules())
+    theirs = dict(source.named_modules())
+    pairs = []
+    for name in src:
+        key = ("features." if name.startswith("conv") else "classifier.") + name
+        dst = ours.get(key)
+        if dst is None:
+            raise ValueError(f"init_from: the model has no layer {key} to receive the source's")
         for p in ("weight", "bias"):
-            a, b = getattr(dst, p), getattr(src, p)
+            a, b = getattr(dst, p), getattr(theirs[key], p)
             if a.shape != b.shape:
-                raise ValueError(f"init_from: layer {name} has {p} shape {tuple(a.shape)} but the "
-                                 f"source's {src_name} has {tuple(b.shape)}")
-        with torch.no_grad():
-            dst.weight.copy_(src.weight)
-            dst.bias.copy_(src.bias)
-        bn_dst = dst_modules.get(name.replace("conv", "bn"))
-        bn_src = src_modules.get(src_name.replace("conv", "bn"))
-        if isinstance(bn_dst, nn.BatchNorm2d) and isinstance(bn_src, nn.BatchNorm2d):
-            bn_dst.load_state_dict(bn_src.state_dict())
+                raise ValueError(f"init_from: layer {key} has {p} shape {tuple(a.shape)} but the "
+                                 f"source's has {tuple(b.shape)}")
+        pairs.append((dst, theirs[key]))
+        bn = key.replace("conv", "bn")
+        if isinstance(ours.get(bn), nn.BatchNorm2d) and isinstance(theirs.get(bn), nn.BatchNorm2d):
+            pairs.append((ours[bn], theirs[bn]))
+    with torch.no_grad():
+        for dst, s in pairs:
+            dst.load_state_dict(s.state_dict())
     return model
 
 

@@ -1,0 +1,33 @@
+"""Shared test set-up: keep every tool's state inside the repository's ignored folders."""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STATE = REPO / ".state"
+
+for var, sub in {"MPLCONFIGDIR": "matplotlib", "IPYTHONDIR": "ipython",
+                 "JUPYTER_CONFIG_DIR": "jupyter/config", "JUPYTER_DATA_DIR": "jupyter/data",
+                 "JUPYTER_RUNTIME_DIR": "jupyter/runtime"}.items():
+    os.environ.setdefault(var, str(STATE / sub))
+os.environ.setdefault("VGG_LIB_CACHE", str(REPO / ".cache" / "vgg_lib"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where browser tests keep screenshots (ignored by git, kept as build artifacts)."""
+    path = REPO / "artifacts"
+    path.mkdir(exist_ok=True)
+    return path

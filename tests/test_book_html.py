@@ -1,0 +1,89 @@
+"""The built HTML book is self-contained: every page loads with no failed request, no request
+outside the book, no JavaScript error and no broken image (headless Debian chromium)."""
+import functools
+import http.server
+import socketserver
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from conftest import CHROMIUM, CHROMIUM_ARGS, REPO
+
+HTML = REPO / "_build" / "html"
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not (HTML / "index.html").exists():
+        pytest.skip("no built book: run `make book` first (`make test` does)")
+    handler = functools.partial(_Quiet, directory=str(HTML))
+    httpd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def pages():
+    return sorted(p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")
+                  if not p.relative_to(HTML).as_posix().startswith(("_static/", "_sources/", "reports/")))
+
+
+def test_every_chapter_was_built():
+    if not HTML.exists():
+        pytest.skip("no built book")
+    built = set(pages())
+    for chapter in ["book/intro.html", "book/architecture.html", "book/small_filters.html"]:
+        assert chapter in built, f"{chapter} missing from the built book"
+
+
+def test_every_page_is_self_contained(server, browser, artifacts):
+    problems = []
+    for page_path in pages():
+        page = browser.new_page()
+        outside, failed, errors = [], [], []
+        page.on("request", lambda r: outside.append(r.url)
+                if urlparse(r.url).scheme in ("http", "https", "ws", "wss")
+                and urlparse(r.url).hostname != "127.0.0.1" else None)
+        page.on("requestfailed", lambda r: failed.append(f"{r.url} ({r.failure})"))
+        page.on("response", lambda r: failed.append(f"{r.url} (HTTP {r.status})") if r.status >= 400 else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{server}/{page_path}", wait_until="networkidle")
+        broken = page.evaluate("""() => [...document.images]
+            .filter(img => !img.complete || img.naturalWidth === 0).map(img => img.src.slice(0, 80))""")
+        if page_path.endswith("architecture.html"):
+            page.screenshot(path=str(artifacts / "architecture.png"), full_page=False)
+        for kind, items in (("outside request", outside), ("failed request", failed),
+                            ("page error", errors), ("broken image", broken)):
+            problems += [f"{page_path}: {kind}: {item}" for item in items]
+        page.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_math_is_rendered_by_the_local_mathjax(server, browser):
+    page = browser.new_page()
+    page.goto(f"{server}/book/small_filters.html", wait_until="networkidle")
+    page.wait_for_function("() => window.MathJax && window.MathJax.startup && MathJax.startup.document",
+                           timeout=15000)
+    scripts = page.evaluate("() => [...document.scripts].map(s => s.src).filter(Boolean)")
+    assert any(urlparse(s).path.endswith("/_static/mathjax/tex-chtml.js") for s in scripts), scripts
+    assert page.locator("mjx-container").count() >= 3      # formulas typeset by the local copy
+    page.close()
