@@ -141,12 +141,13 @@ def _coverage(sd_pixels):
 
 def _grating(xs, ys, g):
     """sin(2 pi f (x cos a + y sin a) + phase), separably: sin(A + B) = sinA cosB + cosA sinB."""
+    g = g.astype(np.float32)
     f = (1.0 + 5.0 * g[:, 0])[:, None, None]
     a = (2 * np.pi * g[:, 1])[:, None, None]
     ph = (2 * np.pi * g[:, 2])[:, None, None]
     A = 2 * np.pi * f * np.cos(a) * xs[None, None, :] + ph  # (n, 1, W)
     B = 2 * np.pi * f * np.sin(a) * ys[None, :, None]  # (n, H, 1)
-    return np.sin(A) * np.cos(B) + np.cos(A) * np.sin(B)
+    return np.sin(A) * np.cos(B) + np.cos(A) * np.sin(B)  # only this line is (n, H, W)
 
 
 def render(scenes: dict, image_size: int = 64) -> np.ndarray:
@@ -155,7 +156,7 @@ def render(scenes: dict, image_size: int = 64) -> np.ndarray:
         raise ValueError(f"image_size={image_size!r} must be an integer >= 8")
     n, S = len(scenes["shape"]), int(image_size)
     out = np.empty((n, 3, S, S), np.uint8)
-    chunk = max(1, 2**20 // (S * S))  # about a million pixels per step: fits in cache
+    chunk = max(1, 2**16 // (S * S))  # 65k pixels per step: the temporaries stay in cache
     for i in range(0, n, chunk):
         out[i:i + chunk] = _render_chunk(take(scenes, slice(i, i + chunk)), S)
     return out
