@@ -23,5 +23,13 @@ fetch @jupyter-widgets/html-manager@1.0.15 htmlmanager
 # the bundle loads its fonts relative to itself: keep the whole dist folder
 rm -rf "$out/static/html-manager" && cp -r "$tmp/htmlmanager/package/dist" "$out/static/html-manager"
 rm -f "$out/static/html-manager/"*.map
+# The manager finds its fonts relative to its RequireJS module id ("@jupyter-widgets/html-manager/
+# dist/...", i.e. relative to the page, where they are not): map that id to the copy in _static.
+cat > "$out/static/widgets-paths.js" <<'JS'
+(function () {
+  var here = document.currentScript.src.replace(/[^\/]*$/, "");
+  require.config({paths: {"@jupyter-widgets/html-manager/dist": here + "html-manager"}});
+})();
+JS
 touch "$out/.done"
 echo "web assets in $out/static: $(du -sh "$out/static" | cut -f1)"

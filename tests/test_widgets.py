@@ -1,0 +1,149 @@
+"""The receptive-field explorer's Python side: the numbers it shows are those of
+``analysis.receptive_field`` (D: 196 at conv5_3, 212 at pool5), bad input becomes a message in
+the widget, and the static HTML needs nothing outside the page."""
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vgg_lib import widgets as W
+from vgg_lib.analysis import SUPPORTED, receptive_field
+from vgg_lib.models import vgg
+
+
+@pytest.fixture(scope="module")
+def explorer():
+    return W.ReceptiveFieldExplorer("D", static=False)
+
+
+def test_rows_match_receptive_field_and_paper_parameter_counts():
+    rows = {r["name"]: r for r in W._full_size_rows("D", 224)[0]}
+    rf = receptive_field(vgg("D", width=1 / 64, init=None))
+    for name, row in rows.items():
+        assert (row["size"], row["jump"], row["start"]) == tuple(rf.loc[name, ["size", "jump", "start"]])
+    assert rows["conv5_3"]["size"] == 196 and rows["pool5"]["size"] == 212
+    assert rows["pool5"]["jump"] == 32 and rows["pool5"]["map"] == 7
+    # the convolutional part of VGG-16 (D) holds 14,714,688 weights and biases
+    assert rows["pool5"]["params"] == 14_714_688
+    assert [r["name"] for r in W._full_size_rows("A", 224)[0]][:3] == ["conv1_1", "pool1", "conv2_1"]
+
+
+def test_layer_spec_is_what_the_page_walks():
+    spec = W._full_size_rows("B-5x5", 224)[1]
+    assert spec[0] == dict(name="conv1_1", kind="conv", k=5, s=1, p=2, cin=3, cout=64, bias=True)
+    assert spec[1] == dict(name="pool1", kind="pool", k=2, s=2, p=0, cin=0, cout=0, bias=False)
+
+
+def test_explorer_shows_box_and_numbers(explorer):
+    explorer.select(config="D", layer="conv5_3")
+    assert explorer.state["size"] == 196 and explorer.unit == (7, 7)
+    assert '<span class="rfx-size">196</span>' in explorer.numbers_w.value
+    # unit (7, 7) of conv5_3 is centred on pixel 7.5 + 7 * 16 = 119.5; box edge 119.5 - 97.5 - 0.5
+    assert 'class="rfx-box" x="21.5" y="21.5" width="196" height="196"' in explorer.view_w.value
+    explorer.select(layer="pool5")                    # the same image point: unit (3, 3) of pool5
+    assert explorer.state["size"] == 212 and explorer.unit == (3, 3)
+    assert 'width="212"' in explorer.view_w.value and "rfx-erf" in explorer.view_w.value
+    assert explorer.message == ""
+
+
+def test_grid_shows_unit_centres_spaced_by_the_jump(explorer):
+    explorer.select(config="D", layer="pool5")
+    dots = re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)"', explorer.view_w.value.split("rfx-grid")[1])
+    xs = sorted({float(x) for x, _ in dots})
+    assert xs == [15.5 + 32 * u for u in range(7)]
+
+
+def test_unit_outside_the_map_is_a_message(explorer):
+    explorer.select(config="D", layer="pool5", unit=(2, 4))
+    assert explorer.unit == (2, 4)
+    explorer.select(unit=(7, 0))
+    assert explorer.message == ("unit (7, 0) is outside layer pool5's 7x7 feature map; "
+                                "rows and columns go from 0 to 6")
+    assert "outside layer pool5" in explorer.message_w.value and explorer.unit == (2, 4)
+    explorer.select(layer="fc6")
+    assert explorer.message.startswith("layer 'fc6' is not a convolution or pooling layer of D")
+
+
+def test_small_image_is_a_message(explorer):
+    explorer.set_image(np.zeros((20, 40, 3), dtype=np.uint8))
+    assert explorer.message == ("image is 20x40 pixels; the explorer needs at least 32x32 "
+                                "(VGG's five 2x2 poolings halve it five times)")
+    assert "needs at least 32x32" in explorer.message_w.value
+    assert explorer.image_w.value == "chelsea"        # the previous image stays
+
+
+def test_own_image_array_is_used(explorer):
+    rng = np.random.default_rng(0)
+    explorer.set_image(rng.random((48, 64)))           # grey, not square: centre square
+    assert explorer.message == "" and explorer.image_w.value == "your image"
+    assert explorer._photo.shape == (224, 224, 3)
+    explorer.image_w.value = "chelsea"
+
+
+def test_unsupported_model_is_a_message_not_a_traceback():
+    ex = W.ReceptiveFieldExplorer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Upsample(scale_factor=2)), static=False)
+    assert ex.message == ("this model cannot be explored: layer 1 is a Upsample, which the receptive-field "
+                          "and cost analysis does not support; supported: " + SUPPORTED)
+    assert ex.config_w.value == "D" and ex.state["size"] == 196     # the explorer still works
+    ex = W.ReceptiveFieldExplorer("Z", static=False)
+    assert ex.message.startswith("model 'Z' is not a configuration; allowed: A, A-LRN, B")
+
+
+def test_your_own_vgg_is_explored_as_it_is():
+    torch.manual_seed(0)
+    model = vgg("A", width=1 / 16, input_size=64, init="kaiming")
+    ex = W.ReceptiveFieldExplorer(model, input_size=64, static=False)
+    assert ex.config_w.value == "your model (A, width 0.0625)"
+    rf = receptive_field(model)
+    assert ex.state["size"] == rf.loc[ex.layer_w.value, "size"]
+    assert ex.state["map"] == 2 and ex.state["params"] == sum(
+        p.numel() for p in model.features.parameters())
+    assert "rfx-erf" in ex.view_w.value
+
+
+def test_follow_unit_and_erf_crop():
+    rows = {r["name"]: r for r in W._full_size_rows("D", 224)[0]}
+    assert W.follow_unit(rows["conv1_1"], rows["pool5"], (0, 223)) == (0, 6)
+    erf = np.zeros((224, 224))
+    crop, box = W.erf_crop(erf, rows["conv3_3"], (0, 0))   # 40 px box around pixel 2.5: clipped
+    assert box == (0, 0, 22, 22) and crop.shape == (22, 22)
+    with pytest.raises(ValueError, match=r"unit \(56, 0\) is outside layer conv3_3's 56x56"):
+        W.check_unit(rows["conv3_3"], (56, 0))
+
+
+def test_load_image_rejects_bad_input():
+    with pytest.raises(ValueError, match="image 'lena' is not a bundled sample; allowed: chelsea"):
+        W.load_image("lena")
+    with pytest.raises(ValueError, match=r"got shape \(5, 40, 40, 3\)"):
+        W.load_image(np.zeros((5, 40, 40, 3)))
+    photo = W.load_image(torch.rand(3, 40, 50), size=32)
+    assert photo.shape == (32, 32, 3) and 0 <= photo.min() and photo.max() <= 1
+
+
+def test_compare_tab_uses_stack_vs_single(explorer):
+    explorer.n_w.value, explorer.c_w.value = 3, 512
+    html = explorer.compare_w.value
+    assert "7,077,888 = 27 C&sup2;" in html and "12,845,056 = 49 C&sup2;" in html
+    assert '<span class="rfx-cmp-ratio">1.81</span>' in html
+    erfs = W.compare_erfs(3)
+    # the stack's ERF peaks at the centre; the single 7x7 layer's is flat by comparison
+    assert erfs["stack"][3, 3] == 1 and erfs["stack"][0, 0] < 0.2 < erfs["single"][0, 0]
+
+
+def test_static_html_is_self_contained_and_both_lives_in_one_output(monkeypatch):
+    payload = W.static_payload("chelsea", configs=("D",))
+    assert set(payload["configs"]["D"]["erf"]) == {r["name"] for r in W._full_size_rows("D", 224)[0]}
+    page = W.static_html(payload, "D", "pool5")
+    # no script, stylesheet or image is fetched: images are data URIs, SVG filters are local
+    assert not re.search(r"<script[^>]*\ssrc=|<link|@import|//cdn|unpkg|jsdelivr", page)
+    assert set(re.findall(r"url\((.)", page)) == {"#"}
+    assert len(re.findall(r'"data:image/png;base64,', page)) == len(payload["configs"]["D"]["erf"]) + 10
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "https://" not in page and "vggRfxMount" in page
+    monkeypatch.setattr(W, "_cached_payload", lambda image, size: payload)   # D only: faster
+    ex = W.ReceptiveFieldExplorer("D", static=True)
+    bundle = ex._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/html"].count("vggRfxMount(") == 2       # definition and call
