@@ -1,5 +1,6 @@
 """vgg_lib.evaluate: the paper's test-time methods (Sect. 3.2, 4.1-4.4)."""
 
+import json
 import re
 
 import numpy as np
@@ -82,7 +83,7 @@ def test_fully_convolutional_copy_is_cached_until_weights_change():
 # --- multi-crop evaluation (Sect. 3.2, 4.3) -----------------------------------------------------
 
 def test_crop_positions_5x5_grid_with_corners_and_centre():
-    h, w, c = 256, 341, 224
+    h, w, c = 256, 341, 224  # a 3:4 image at Q = 256
     pos = E.crop_positions(h, w, c)
     assert len(pos) == 25 and len(set(pos)) == 25
     assert {(0, 0), (0, w - c), (h - c, 0), (h - c, w - c)} <= set(pos)
@@ -233,3 +234,76 @@ def test_bad_input_messages(small):
     raises("a jittered training scale must be (Smin, Smax) ints with Smin < Smax, got (512, 256)",
            E.paper_test_scales, (512, 256))
     raises("multi_crop: grid must be an int >= 1", E.multi_crop, small, x, 32, grid=0)
+
+
+# --- the evaluate job (book/jobs/evaluate.ipynb) through papermill -------------------------------
+
+EVAL_NOTEBOOK = __import__("pathlib").Path(__file__).resolve().parents[1] / "book" / "jobs" / "evaluate.ipynb"
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two tiny finished training runs (nets A and B, one epoch on 64 shapes)."""
+    from vgg_lib.train import TrainConfig, train
+    root = tmp_path_factory.mktemp("runs")
+    return root, [train(TrainConfig(config=c, dataset="shapes", train_size=64, val_size=32, epochs=1,
+                                    batch_size=32, width=1 / 16, device="cpu", progress=False,
+                                    run_dir=str(root / c))) for c in ("A", "B")]
+
+
+def test_evaluate_job_lists_its_parameters_with_their_meaning():
+    import papermill
+    params = papermill.inspect_notebook(str(EVAL_NOTEBOOK))
+    for name in ("run_dirs", "method", "scales", "dataset", "data_root", "split", "size", "device"):
+        assert params[name]["help"], name
+
+
+@pytest.mark.slow
+def test_evaluate_job_writes_results_into_run_folders_and_fuses(two_runs):
+    from vgg_lib import data, jobs
+    from vgg_lib.train import load_run
+    root, (a, b) = two_runs
+    job = jobs.run(EVAL_NOTEBOOK, {"run_dirs": f"{a},{b}", "method": "dense,multi_crop,dense_multi_crop",
+                                   "size": 12}, root=root / "jobs")
+    assert (job / "evaluate.ipynb").is_file()
+    # the paper's scales for S = 37 (256 scaled to 32 crops): 37 -/+ round(32 * 32 / 224)
+    tag = "32-37-42_n12"
+    test_set = data.build_dataset("shapes", "val", size=12)
+    posteriors = {}
+    for run_dir in (a, b):
+        run = load_run(run_dir)
+        expected = E.evaluate(run.model, test_set, "dense", (32, 37, 42), mean=run.mean,
+                              pixel_scale=run.pixel_scale)
+        got = json.loads((run_dir / f"results_dense_{tag}.json").read_text())
+        assert got["top1_error"] == pytest.approx(expected.top1)
+        assert (got["scales"], got["images"], got["split"], got["error_unit"]) == ("32;37;42", 12, "val", "percent")
+        saved = torch.load(run_dir / f"posteriors_dense_multi_crop_{tag}.pt")
+        d = torch.load(run_dir / f"posteriors_dense_{tag}.pt")["posteriors"]
+        m = torch.load(run_dir / f"posteriors_multi_crop_{tag}.pt")["posteriors"]
+        torch.testing.assert_close(saved["posteriors"], (d + m) / 2)
+        posteriors[run_dir] = d
+        torch.testing.assert_close(d, expected.posteriors)
+    [fusion] = root.glob("fusion-A+B-*")
+    fused = json.loads((fusion / f"results_dense_{tag}.json").read_text())
+    assert fused["top1_error"] == pytest.approx(E.topk_error(E.fuse(list(posteriors.values())), saved["labels"], 1))
+    table = jobs.collect(root)
+    row = table.set_index("run").loc["A"]
+    assert row[f"results_dense_{tag}.top1_error"] == pytest.approx(
+        json.loads((a / f"results_dense_{tag}.json").read_text())["top1_error"])
+    assert f"results_dense_multi_crop_{tag}.top5_error" in table.set_index("run").loc[fusion.name]
+
+
+@pytest.mark.slow
+def test_evaluate_job_bad_values_fail_in_one_line(two_runs, tmp_path):
+    from vgg_lib import jobs
+    root, (a, _) = two_runs
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    cases = [({"run_dirs": str(unfinished)}, f"run_dir={str(unfinished)!r} has no finished checkpoint"),
+             ({"run_dirs": str(a), "method": "crops"},
+              "method='crops' is not allowed: one of single_scale, dense, multi_crop, dense_multi_crop"),
+             ({"run_dirs": str(a), "scales": "24,32"},
+              "scales='24,32' gives Q=24 for A, smaller than its crop 32: every test scale must be >= 32")]
+    for params, message in cases:
+        with pytest.raises(jobs.JobError, match=re.escape(f"evaluate.ipynb failed: ConfigError: {message}")):
+            jobs.run(EVAL_NOTEBOOK, params, root=tmp_path / "jobs")

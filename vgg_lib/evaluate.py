@@ -67,14 +67,16 @@ def preprocess(images, mean, pixel_scale: float = 1.0, std=None):
 
 
 def rescaled_size(height: int, width: int, Q: int) -> tuple[int, int]:
-    """Isotropic rescaling so that the smallest side is Q (as torchvision's ``Resize(Q)``)."""
+    """Isotropic rescaling so that the smallest side is Q (the rule of ``vgg_lib.data``)."""
     if height <= width:
-        return Q, int(Q * width / height)
-    return int(Q * height / width), Q
+        return Q, max(Q, int(round(width * Q / height)))
+    return max(Q, int(round(height * Q / width))), Q
 
 
 def rescale(images: torch.Tensor, Q: int) -> torch.Tensor:
-    """Rescale a ``(N, 3, H, W)`` batch so its smallest side is Q (bilinear, antialiased)."""
+    """Rescale a ``(N, 3, H, W)`` batch so its smallest side is Q (bilinear, antialiased, as the
+    training pipeline; it rescales uint8 images before the mean is removed, we rescale the
+    normalised floats, which differs only by the uint8 rounding)."""
     size = rescaled_size(*images.shape[-2:], Q)
     if tuple(images.shape[-2:]) == size:
         return images
@@ -413,7 +415,8 @@ class Evaluation:
     def summary(self) -> dict:
         """Flat, JSON-ready numbers (what the evaluate job writes as ``results_*.json``)."""
         return {"method": self.method, "scales": ";".join(map(str, self.scales)),
-                "top1_error": self.top1, "top5_error": self.top5, "images": len(self.labels),
+                "top1_error": self.top1, "top5_error": self.top5, "error_unit": "percent",
+                "images": len(self.labels),
                 "seconds": round(self.seconds, 3)}
 
 
