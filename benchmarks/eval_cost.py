@@ -47,16 +47,16 @@ def macs(net: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-def per_image_seconds(fns, images, repeats: int) -> list[float]:
+def per_image_seconds(fns, images, repeats: int, clock) -> list[float]:
     """Best time per image of each function; calls interleaved so that load from other
     processes hits all of them alike."""
     best = [float("inf")] * len(fns)
     for r in range(repeats + 1):
         for i, fn in enumerate(fns):
-            t = time.perf_counter()
+            t = clock()
             fn(images)
             if r:  # the first round is a warm-up
-                best[i] = min(best[i], time.perf_counter() - t)
+                best[i] = min(best[i], clock() - t)
     return [b / len(images) for b in best]
 
 
@@ -66,7 +66,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2, help="images per timed call")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats (the best is kept)")
     ap.add_argument("--height", type=int, default=384, help="image height (width is 4/3 of it)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; with 1 the CPU time of this thread is measured, which other "
+                         "processes on a shared machine barely disturb (more: wall-clock time)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    clock = time.thread_time if args.threads == 1 else time.perf_counter
 
     torch.manual_seed(0)
     # He init keeps activations O(1) through 16 layers, as in a trained net (the paper's
@@ -82,14 +87,14 @@ def main() -> None:
         mac_dense = 2 * macs(fcn, torch.zeros(1, 3, h, w))        # image and its flip
         mac_crops = 50 * macs(model, torch.zeros(1, 3, crop, crop))  # 25 crops and their flips
         t_dense, t_crops = per_image_seconds(
-            [lambda x: E.dense(model, x, q), lambda x: E.multi_crop(model, x, q)], images, args.repeats)
+            [lambda x: E.dense(model, x, q), lambda x: E.multi_crop(model, x, q)], images, args.repeats, clock)
         rows.append((f"{q} ({h}x{w})", t_dense, t_crops, mac_dense, mac_crops))
         totals = [totals[0] + t_dense, totals[1] + t_crops, totals[2] + mac_dense, totals[3] + mac_crops]
     rows.append(("all three (150 crops)", *totals))
 
     print(f"VGG-D, width {args.width:g}, crop {crop}, {args.images} images of "
-          f"{args.height}x{args.height * 4 // 3}, best of {args.repeats}, "
-          f"{torch.get_num_threads()} threads\n")
+          f"{args.height}x{args.height * 4 // 3}, best of {args.repeats}, {torch.get_num_threads()} "
+          f"thread(s), {'CPU' if args.threads == 1 else 'wall-clock'} time\n")
     print("| Q | dense ms/img | multi-crop ms/img | time ratio | dense GMAC | multi-crop GMAC "
           "| MAC ratio | time ratio / MAC ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
