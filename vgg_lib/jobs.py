@@ -105,7 +105,7 @@ def run(notebook, params: dict | None = None, root=None, force: bool = False,
     notebook = Path(notebook)
     if not notebook.is_file():
         raise ValueError(f"notebook={str(notebook)!r} does not exist")
-    params = dict(params or {})
+    params = {k: str(v) if isinstance(v, Path) else v for k, v in (params or {}).items()}
     out_dir = job_dir(notebook, params, root)
     if force and out_dir.exists():
         shutil.rmtree(out_dir)

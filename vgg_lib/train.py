@@ -222,6 +222,11 @@ class TrainConfig:
             raise ConfigError(f"{name}={str(path)!r} is not allowed: no checkpoint.pt/params.json there; "
                               f"expected {what}")
         p = json.loads((path / "params.json").read_text())
+        summary = path / "summary.json"
+        state = json.loads(summary.read_text()).get("status") if summary.is_file() else None
+        if state != "finished":
+            raise ConfigError(f"{name}={str(path)!r} is not allowed: that run is {state or 'not started'}, "
+                              f"not finished; expected {what}")
         if same_config and p.get("config") != self.config:
             raise ConfigError(f"{name}={str(path)!r} is a run of config {p.get('config')}, but config="
                               f"{self.config!r}: expected {what}")
