@@ -39,7 +39,8 @@ def macs(net: nn.Module, x: torch.Tensor) -> int:
         else:
             total += out.numel() * m.in_features
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in layers]
     with torch.no_grad():
         net(x)
     for h in handles:
@@ -67,8 +68,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats (the best is kept)")
     ap.add_argument("--height", type=int, default=384, help="image height (width is 4/3 of it)")
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads; with 1 the CPU time of this thread is measured, which other "
-                         "processes on a shared machine barely disturb (more: wall-clock time)")
+                    help="torch threads; with 1 the CPU time of this thread is measured, which "
+                         "other processes on a shared machine barely disturb (more: wall clock)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     clock = time.thread_time if args.threads == 1 else time.perf_counter
@@ -86,15 +87,16 @@ def main() -> None:
         h, w = E.rescaled_size(args.height, args.height * 4 // 3, q)
         mac_dense = 2 * macs(fcn, torch.zeros(1, 3, h, w))        # image and its flip
         mac_crops = 50 * macs(model, torch.zeros(1, 3, crop, crop))  # 25 crops and their flips
-        t_dense, t_crops = per_image_seconds(
-            [lambda x: E.dense(model, x, q), lambda x: E.multi_crop(model, x, q)], images, args.repeats, clock)
+        fns = [lambda x: E.dense(model, x, q), lambda x: E.multi_crop(model, x, q)]
+        t_dense, t_crops = per_image_seconds(fns, images, args.repeats, clock)
         rows.append((f"{q} ({h}x{w})", t_dense, t_crops, mac_dense, mac_crops))
-        totals = [totals[0] + t_dense, totals[1] + t_crops, totals[2] + mac_dense, totals[3] + mac_crops]
+        totals = [a + b for a, b in zip(totals, (t_dense, t_crops, mac_dense, mac_crops))]
     rows.append(("all three (150 crops)", *totals))
 
     print(f"VGG-D, width {args.width:g}, crop {crop}, {args.images} images of "
-          f"{args.height}x{args.height * 4 // 3}, best of {args.repeats}, {torch.get_num_threads()} "
-          f"thread(s), {'CPU' if args.threads == 1 else 'wall-clock'} time\n")
+          f"{args.height}x{args.height * 4 // 3}, best of {args.repeats}, "
+          f"{torch.get_num_threads()} thread(s), "
+          f"{'CPU' if args.threads == 1 else 'wall-clock'} time\n")
     print("| Q | dense ms/img | multi-crop ms/img | time ratio | dense GMAC | multi-crop GMAC "
           "| MAC ratio | time ratio / MAC ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

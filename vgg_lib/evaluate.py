@@ -137,10 +137,12 @@ def paper_test_scales(S, crop: int | None = None) -> tuple[int, ...]:
     """
     c = 224 if crop is None else crop
     if not isinstance(c, int) or isinstance(c, bool) or c < 1:
-        raise ValueError(f"crop must be a positive int (the training crop, 224 in the paper), got {crop!r}")
+        raise ValueError(f"crop must be a positive int (the training crop, 224 in the paper), "
+                         f"got {crop!r}")
     if isinstance(S, (list, tuple)):
         if len(S) != 2 or not all(_is_int(s) for s in S) or not S[0] < S[1]:
-            raise ValueError(f"a jittered training scale must be (Smin, Smax) ints with Smin < Smax, got {S!r}")
+            raise ValueError(f"a jittered training scale must be (Smin, Smax) ints with "
+                             f"Smin < Smax, got {S!r}")
         scales = (S[0], int(round((S[0] + S[1]) / 2)), S[1])
     elif _is_int(S):
         step = int(round(32 * c / 224))
@@ -165,7 +167,8 @@ _FCN_CACHE: "weakref.WeakKeyDictionary[VGG, tuple]" = weakref.WeakKeyDictionary(
 def _fingerprint(model: nn.Module) -> tuple:
     # A tensor's _version grows with every in-place update (an optimiser step), so a model
     # trained further after conversion gets a fresh fully-convolutional copy.
-    return tuple((id(t), t._version, t.device) for t in list(model.parameters()) + list(model.buffers()))
+    tensors = list(model.parameters()) + list(model.buffers())
+    return tuple((id(t), t._version, t.device) for t in tensors)
 
 
 def fcn_of(model: VGG) -> nn.Module:
@@ -200,7 +203,8 @@ def _forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``net`` on ``x`` in chunks of at most ``PIXEL_BUDGET`` input pixels per pass."""
     chunk = max(1, PIXEL_BUDGET // (x.shape[-2] * x.shape[-1]))
     device = _device(net)
-    return torch.cat([net(x[i:i + chunk].to(device)).float().cpu() for i in range(0, len(x), chunk)])
+    return torch.cat([net(x[i:i + chunk].to(device)).float().cpu()
+                      for i in range(0, len(x), chunk)])
 
 
 def _groups(images) -> list[tuple[list[int], torch.Tensor]]:
@@ -226,7 +230,9 @@ def _check_images(x: torch.Tensor) -> None:
 
 
 def _num_images(images) -> int:
-    return (1 if images.dim() == 3 else len(images)) if isinstance(images, torch.Tensor) else len(images)
+    if isinstance(images, torch.Tensor) and images.dim() == 3:
+        return 1
+    return len(images)
 
 
 def _scales(Q) -> list[int]:
@@ -234,7 +240,8 @@ def _scales(Q) -> list[int]:
     if qs is None:
         raise ValueError(f"Q (the test scales) must be an int or a list of ints, got {Q!r}")
     if not qs:
-        raise ValueError("scales is empty; give at least one test scale Q (an int, e.g. 256 or [256, 384, 512])")
+        raise ValueError("scales is empty; give at least one test scale Q "
+                         "(an int, e.g. 256 or [256, 384, 512])")
     for q in qs:
         if not _is_int(q) or q < 1:
             raise ValueError(f"test scale Q must be a positive int, got {q!r} in {Q!r}")
@@ -357,7 +364,7 @@ def _method(method) -> Callable:
 
 def fuse(posteriors: Sequence) -> torch.Tensor:
     """Model fusion (Sect. 4.4): the mean of several models' soft-max posteriors."""
-    if isinstance(posteriors, torch.Tensor) or not isinstance(posteriors, (list, tuple)) or not posteriors:
+    if not isinstance(posteriors, (list, tuple)) or not posteriors:
         raise ValueError("fuse expects a non-empty list of (N, classes) posteriors, one per model; "
                          f"got {type(posteriors).__name__}")
     ps = [torch.as_tensor(p, dtype=torch.float32) for p in posteriors]
@@ -377,7 +384,8 @@ def topk_error(posteriors, labels, k: int = 1) -> float:
         raise ValueError(f"topk_error: posteriors must be (N, classes) and labels (N,); got "
                          f"{tuple(p.shape)} and {tuple(y.shape)}")
     if not _is_int(k) or not 1 <= k <= p.shape[1]:
-        raise ValueError(f"k={k!r} is not valid for {p.shape[1]} classes; allowed: 1 <= k <= {p.shape[1]}")
+        raise ValueError(f"k={k!r} is not valid for {p.shape[1]} classes; "
+                         f"allowed: 1 <= k <= {p.shape[1]}")
     hit = (p.topk(k, dim=1).indices == y[:, None]).any(1)
     return 100.0 * (1.0 - hit.double().mean().item())
 
@@ -424,7 +432,7 @@ class Evaluation:
 def evaluate(model: VGG, dataset, method: str = "dense", scales=(256,), *, mean=None,
              pixel_scale: float = 1.0, std=None, batch_size: int = 32, grid: int = 5,
              flip: bool = True, progress: bool = False) -> Evaluation:
-    """Evaluate ``model`` on every ``(image, label)`` of ``dataset`` with ``method`` over ``scales``.
+    """Evaluate ``model`` on every ``(image, label)`` of ``dataset`` by ``method`` over ``scales``.
 
     ``dataset`` items are uint8 ``(3, H, W)`` RGB images (any sizes) and int labels, normalised
     here with ``mean`` (pixel units), ``pixel_scale`` and ``std`` (see ``preprocess``); a dataset
@@ -432,6 +440,18 @@ def evaluate(model: VGG, dataset, method: str = "dense", scales=(256,), *, mean=
     ImageNet weights pass ``**TORCHVISION_PREPROCESSING``. ``batch_size`` images go through a
     method at a time (crops are further batched by pixel count). Returns an ``Evaluation``:
     top-1 / top-5 error in percent, per-class top-1 error and the posteriors.
+
+    A model trained by ``vgg_lib.train``, and torchvision's ImageNet weights (what dense
+    multi-scale testing adds over a centre crop)::
+
+        run = load_run("runs/D-...")
+        evaluate(run.model, test_set, "dense", paper_test_scales(run.S, crop=run.crop),
+                 mean=run.mean, pixel_scale=run.pixel_scale)
+
+        weights = torchvision.models.vgg16(weights="DEFAULT").state_dict()
+        model = load_torchvision_weights(vgg("D"), weights)
+        evaluate(model, imagenet_val, "single_scale", [256], **TORCHVISION_PREPROCESSING)
+        evaluate(model, imagenet_val, "dense", [256, 384, 512], **TORCHVISION_PREPROCESSING)
     """
     fn = _method(method)
     qs = _scales(scales)
@@ -439,7 +459,8 @@ def evaluate(model: VGG, dataset, method: str = "dense", scales=(256,), *, mean=
     _check_scales(qs, crop, method)
     if not _is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    kwargs = {"single_scale": {}, "dense": {"flip": flip}}.get(fn.__name__, {"grid": grid, "flip": flip})
+    kwargs = {"single_scale": {}, "dense": {"flip": flip}}.get(fn.__name__,
+                                                                 {"grid": grid, "flip": flip})
     if len(dataset) == 0:
         raise ValueError("dataset is empty; nothing to evaluate")
     first = dataset[0][0]
