@@ -431,12 +431,13 @@ class ReceptiveFieldExplorer:
         images = list(SAMPLE_IMAGES)
         if not isinstance(image, str):
             images.append("your image")
-        self.config_w = w.Dropdown(options=options, value=start_config, description="configuration")
-        self.layer_w = w.Dropdown(options=[], description="layer")
-        self.row_w = w.IntSlider(0, 0, 0, description="unit row", continuous_update=False)
-        self.col_w = w.IntSlider(0, 0, 0, description="unit column", continuous_update=False)
+        wide = {"style": {"description_width": "7em"}}
+        self.config_w = w.Dropdown(options=options, value=start_config, description="configuration", **wide)
+        self.layer_w = w.Dropdown(options=[], description="layer", **wide)
+        self.row_w = w.IntSlider(0, 0, 0, description="unit row", continuous_update=False, **wide)
+        self.col_w = w.IntSlider(0, 0, 0, description="unit column", continuous_update=False, **wide)
         self.image_w = w.Dropdown(options=images, value=image if isinstance(image, str) and image in images
-                                  else images[-1], description="image")
+                                  else images[-1], description="image", **wide)
         self.erf_w = w.Checkbox(True, description="effective receptive field", indent=False)
         self.grid_w = w.Checkbox(True, description="grid of unit centres (jump)", indent=False)
         self.view_w, self.numbers_w, self.message_w = w.HTML(), w.HTML(), w.HTML()
@@ -454,7 +455,7 @@ class ReceptiveFieldExplorer:
         compare = w.VBox([w.HBox([self.n_w, self.c_w]), self.compare_w])
         self.widget = w.Tab(children=[explore, compare])
         self.widget.set_title(0, "Explore a layer")
-        self.widget.set_title(1, "Compare: n x 3x3 vs one (2n+1)x(2n+1)")
+        self.widget.set_title(1, "Compare: n x 3x3 vs 1 x (2n+1)")
         self.widget.add_class("vgg-rfx-widget")
 
         self._photo = None
