@@ -30,9 +30,9 @@ SCALES = {"256": scaled_size(256, CROP), "384": scaled_size(384, CROP),
           "256-512": [scaled_size(256, CROP), scaled_size(512, CROP)]}
 
 # The paper's recipe (Sect. 3.1) except: 1/8 of the channels, 32-pixel crops, the built-in
-# digits, 4 epochs of batches of 32, batch normalisation and Glorot initialisation (so that a
+# digits, 3 epochs of batches of 32, batch normalisation and Glorot initialisation (so that a
 # few hundred SGD steps get somewhere).
-BASE = dict(dataset="digits", width=0.125, crop=CROP, S=SCALES["256"], epochs=4, batch_size=32,
+BASE = dict(dataset="digits", width=0.125, crop=CROP, S=SCALES["256"], epochs=3, batch_size=32,
             lr=0.01, batch_norm=True, init="glorot", device="cpu")
 
 # Table 3's comparisons, one named set each.
