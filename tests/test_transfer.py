@@ -111,6 +111,17 @@ def test_per_class_subset():
     assert len(T.per_class_subset(labels, 3)) == 8  # class 1 has only two
 
 
+def test_fine_tune_trains_every_layer_of_a_copy_with_a_new_last_layer(small, images):
+    before = {k: v.clone() for k, v in small.state_dict().items()}
+    net = T.fine_tune(small, images, num_classes=3, epochs=1, lr=0.1, batch_size=4, mean=MEAN, S=36,
+                      progress=False)
+    assert net.num_classes == 3 and small.num_classes == 10 and not net.training
+    for k, v in small.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the source net is untouched
+    assert not torch.equal(net.features.conv1_1.weight, small.features.conv1_1.weight)
+    assert not torch.equal(net.classifier.fc7.weight, small.classifier.fc7.weight)
+
+
 # --- the linear SVM -----------------------------------------------------------------------------
 
 def clusters(seed=0):
@@ -183,6 +194,7 @@ def test_bad_input_messages(small, images, tmp_path):
         (lambda: T.extract_features(small, images, [24], mean=MEAN),
          "scales: Q=24 is smaller than the net's input size 32; allowed: Q >= 32"),
         (lambda: T.extract_features(small, images, [32]), "dataset yields uint8 images: pass mean=..."),
+        (lambda: T.fine_tune(small, images, epochs=0, mean=MEAN), "epochs=0 is not allowed: a positive int"),
         (lambda: T.load_source(tmp_path / "nothing"), f"source={str(tmp_path / 'nothing')!r} does not exist"),
     ]
     for call, message in bad:
