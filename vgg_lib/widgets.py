@@ -455,7 +455,7 @@ class ReceptiveFieldExplorer:
         compare = w.VBox([w.HBox([self.n_w, self.c_w]), self.compare_w])
         self.widget = w.Tab(children=[explore, compare])
         self.widget.set_title(0, "Explore a layer")
-        self.widget.set_title(1, "Compare: n x 3x3 vs 1 x (2n+1)")
+        self.widget.set_title(1, "Compare 3x3 stacks")
         self.widget.add_class("vgg-rfx-widget")
 
         self._photo = None
