@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("VGG_LIB_CACHE", str(REPO / ".cache" / "vgg_lib"))
 
 from vgg_lib import train as T  # noqa: E402
-from vgg_lib.models import vgg  # noqa: E402
+from vgg_lib.models import init_from, vgg  # noqa: E402
 from vgg_lib.train import ConfigError, Schedule, TrainConfig, load_run, train  # noqa: E402
 
 TINY = dict(width=1 / 16, train_size=128, val_size=64, batch_size=32, image_size=40, progress=False)
@@ -210,7 +210,7 @@ def test_pickled_checkpoint_is_refused(run_a, tmp_path):
 
 def test_from_run_copies_net_a_first_four_convs_and_fcs(run_a):
     a = load_run(run_a).model
-    d = T._copy_first_layers(vgg("D", num_classes=10, width=1 / 16, input_size=32), a)
+    d = init_from(vgg("D", num_classes=10, width=1 / 16, input_size=32), a)
     for name in ("conv1_1", "conv2_1", "conv3_1", "conv3_2"):
         assert torch.equal(getattr(d.features, name).weight, getattr(a.features, name).weight)
     for name in ("fc6", "fc7", "fc8"):

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configs import resolve
-from .models import VGG, init_weights, vgg
+from .models import VGG, init_from, init_weights, vgg
 
 INIT_CHOICES = ("normal", "glorot", "from_run")
 DEVICE_CHOICES = ("cpu", "cuda", "auto")
@@ -486,28 +486,6 @@ def load_run(run_dir) -> Run:
                classes=list(ckpt["classes"]), path=path)
 
 
-def _copy_first_layers(model: VGG, source: VGG, n_conv: int = 4) -> VGG:
-    """Sect. 3.1: "we initialised the first four convolutional layers and the last three
-    fully-connected layers with the layers of net A". Net A's first four convolutions are
-    conv1_1, conv2_1, conv3_1 and conv3_2; the deeper net's layers of the same names have the
-    same shapes (B, C, D, E only add layers), so they are matched by name."""
-    src = [(n, m) for n, m in source.named_modules() if isinstance(m, nn.Conv2d)][:n_conv]
-    src += [(n, m) for n, m in source.named_modules() if isinstance(m, nn.Linear)]
-    dst = dict(model.named_modules())
-    with torch.no_grad():
-        for name, layer in src:
-            target = dst.get(name)
-            if target is None or target.weight.shape != layer.weight.shape:
-                raise ValueError(f"init_source: layer {name} of net {source.config} has no counterpart "
-                                 f"of the same shape in net {model.config}")
-            target.weight.copy_(layer.weight)
-            target.bias.copy_(layer.bias)
-            bn_name = name.replace("conv", "bn")
-            if bn_name != name and bn_name in dst:
-                dst[bn_name].load_state_dict(dict(source.named_modules())[bn_name].state_dict())
-    return model
-
-
 # --- the training loop ------------------------------------------------------------------------
 
 def _accuracy_counts(logits, y, k=5):
@@ -607,7 +585,7 @@ def train(cfg: TrainConfig) -> Path:
     model = init_weights(vgg(**model_args, init=None), "glorot" if cfg.init == "glorot" else "normal",
                          cfg.init_std)
     if cfg.init == "from_run":  # the rest stays random, as in the paper
-        _copy_first_layers(model, load_run(cfg.init_source).model)
+        init_from(model, load_run(cfg.init_source).model)  # Sect. 3.1, layers matched by name
     if cfg.init_run is not None:
         model.load_state_dict(load_run(cfg.init_run).model.state_dict())
     model.to(device)
