@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 from vgg_lib import jobs
@@ -58,13 +59,21 @@ def params(config: str, seed: int = 0, **overrides) -> dict:
     return {**BASE, "config": config, "seed": seed, **overrides}
 
 
+@lru_cache(maxsize=None)
+def _job_dir(key: str, root: str) -> Path:  # reading the job's parameters takes a while
+    return jobs.job_dir(JOB, json.loads(key), root).resolve()
+
+
 def run_dir(config: str, seed: int = 0, **overrides) -> Path:
     """Where the run lives (trained or not): nothing is executed."""
-    return jobs.job_dir(JOB, params(config, seed, **overrides)).resolve()
+    return _job_dir(json.dumps(params(config, seed, **overrides), sort_keys=True), str(jobs.runs_root()))
 
 
 def run(config: str, seed: int = 0, **overrides) -> Path:
     """Train the run (or reuse it when finished) and return its folder."""
+    path = run_dir(config, seed, **overrides)
+    if jobs.status(path) == "finished":
+        return path
     return jobs.run(JOB, params(config, seed, **overrides)).resolve()
 
 
