@@ -13,7 +13,6 @@ export JUPYTER_DATA_DIR := $(CURDIR)/.state/jupyter/data
 export JUPYTER_RUNTIME_DIR := $(CURDIR)/.state/jupyter/runtime
 export IPYTHONDIR := $(CURDIR)/.state/ipython
 export MPLCONFIGDIR := $(CURDIR)/.state/matplotlib
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export PYTHONHASHSEED := 0
 
