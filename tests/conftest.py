@@ -31,3 +31,14 @@ def artifacts() -> Path:
     path = REPO / "artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="module")
+def small():
+    """Net A in the book's small-data geometry: 32x32 crops (pool5 is 1x1), width 1/16, 10 classes."""
+    import torch
+
+    from vgg_lib.models import vgg
+
+    torch.manual_seed(0)
+    return vgg("A", num_classes=10, width=1 / 16, input_size=32, init="kaiming").eval()

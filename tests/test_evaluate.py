@@ -14,13 +14,6 @@ from vgg_lib.models import TORCHVISION_MEAN, TORCHVISION_STD, fully_convolutiona
 
 
 @pytest.fixture(scope="module")
-def small():
-    """The book's small-data geometry: 32x32 crops, pool5 is 1x1."""
-    torch.manual_seed(0)
-    return vgg("A", num_classes=10, width=1 / 16, input_size=32, init="kaiming").eval()
-
-
-@pytest.fixture(scope="module")
 def full():
     """The paper's geometry (224 crops, 7x7 pool5), width 1/16 to stay cheap."""
     torch.manual_seed(1)

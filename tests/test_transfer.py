@@ -20,13 +20,6 @@ TRANSFER_NOTEBOOK = Path(__file__).resolve().parents[1] / "book" / "jobs" / "tra
 
 
 @pytest.fixture(scope="module")
-def small():
-    """32-pixel geometry (pool5 is 1x1), width 1/16: fc7 has 256 units."""
-    torch.manual_seed(0)
-    return vgg("A", num_classes=10, width=1 / 16, input_size=32, init="kaiming").eval()
-
-
-@pytest.fixture(scope="module")
 def images():
     """Five uint8 RGB images of 32x32 with labels, as a data set yields them."""
     g = torch.Generator().manual_seed(0)
