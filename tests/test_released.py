@@ -22,10 +22,11 @@ def test_without_weights_or_folder_one_line_says_what_and_how(tmp_path, capsys, 
     assert released.run(hub_dir=tmp_path) is None
     out = capsys.readouterr().out
     assert out.count("\n") == 1
-    assert "no torchvision VGG weights in" in out and "VGG_IMAGENET_VAL is not set" in out
+    assert "no torchvision VGG weights on disk" in out and "VGG_IMAGENET_VAL is not set" in out
     for protocol, _, _ in released.PROTOCOLS:
         assert protocol in out
     assert "vgg19-dcbb9e9d.pth" in out and "IMAGENET1K_V1" in out
+    assert str(tmp_path / "checkpoints") in out                 # where to put them
     # weights present, folder missing: only the folder is named as missing
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "vgg11-8a719046.pth").write_bytes(b"")

@@ -114,7 +114,7 @@ def plan(hub_dir=None, val_dir=None) -> str:
     folder = str(hub_checkpoints(hub_dir)).replace(str(Path.home()), "~", 1)
     missing = []
     if not cached_weights(hub_dir):
-        missing.append(f"no torchvision VGG weights in {folder}")
+        missing.append("no torchvision VGG weights on disk")
     if not val_dir:
         missing.append(f"{VAL_ENV} is not set")
     protocols = "; ".join(label for label, _, _ in PROTOCOLS)
