@@ -84,6 +84,7 @@ def test_evaluate_released_runs_every_protocol(small):
     assert ((table["top-1 error"] >= 0) & (table["top-1 error"] <= 100)).all()
     assert (table["top-5 error"] <= table["top-1 error"]).all()
     assert table.loc["centre crop", "torchvision's top-1 / top-5"] == "30.00 / 10.00"
+    assert table.loc["dense", "torchvision's top-1 / top-5"] == ""            # its number is a centre crop
     # the same numbers as calling evaluate directly
     from vgg_lib.evaluate import TORCHVISION_PREPROCESSING, evaluate
     direct = evaluate(small, data, "multi_crop", (40,), **TORCHVISION_PREPROCESSING)

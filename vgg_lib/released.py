@@ -102,9 +102,10 @@ def evaluate_released(model, dataset, protocols=PROTOCOLS, published: dict | Non
         row = {"protocol": label, "top-1 error": round(e.top1, 2),
                "top-5 error": None if e.top5 is None else round(e.top5, 2),
                "images": len(e.labels), "seconds": round(e.seconds, 1)}
-        if published and method == "single_scale":
+        if published:
             row["torchvision's top-1 / top-5"] = (f"{100 - published['acc@1']:.2f} / "
-                                                  f"{100 - published['acc@5']:.2f}")
+                                                  f"{100 - published['acc@5']:.2f}"
+                                                  if method == "single_scale" else "")
         rows.append(row)
     return pd.DataFrame(rows).set_index("protocol")
 
