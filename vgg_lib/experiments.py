@@ -91,6 +91,11 @@ EVALS: dict[str, list[tuple]] = {
     "D-S256-512": [("dense", "paper", None), ("dense", "train", None),
                    ("dense", "paper", MULTI_CROP_IMAGES), ("multi_crop", "paper", MULTI_CROP_IMAGES)],
 }
+# Appendix B in miniature: fc7 descriptors of the Fashion-MNIST nets (and of an untrained D with
+# the same architecture) on `shapes`, a data set none of them saw, scored by a linear SVM.
+TRANSFER_SOURCES = ("A", "D", "E", "random D")
+TRANSFER_TARGET = dict(dataset="shapes", train=4_000, test=2_000, image_size=64)
+
 # Scheduling order: what the chapters need most comes first.
 ORDER = ("A", "D", "B", "E", "D-S384", "D-S256-512", "C", "A-LRN", "B-5x5", "A-plain-glorot",
          "A-plain", "D-plain", "D-plain-std0.1", "D-plain-glorot", "D-plain-fromA")
@@ -284,16 +289,79 @@ def evaluate_run(name: str, seed: int, method: str, scales="paper", size=None, r
     return target
 
 
+def transfer_data():
+    """The target's training and test sets (drawn once, cached by ``vgg_lib.data``)."""
+    from . import data
+
+    t = TRANSFER_TARGET
+    return (data.build_dataset(t["dataset"], "train", size=t["train"], image_size=t["image_size"]),
+            data.build_dataset(t["dataset"], "test", size=t["test"], image_size=t["image_size"]))
+
+
+def transfer_run(source: str, seed: int, results=None, work=None, log=print) -> Path:
+    """Appendix B for one source net: stacked fc7 descriptors at Q = 37, 55, 73 (the paper's
+    256, 384, 512), from which the single-scale and averaged variants follow; a linear SVM
+    (C = 1) per variant; mean class recall in percent into ``results/transfer/``."""
+    import torch
+    from sklearn.preprocessing import normalize
+
+    from . import transfer as T
+    from .models import vgg
+    from .train import load_run
+
+    out = results_root(results) / "transfer" / f"{source.replace(' ', '-')}-s{seed}.json"
+    if out.is_file():
+        return out
+    torch.set_num_threads(1)
+    commit = _git_commit()
+    if source.startswith("random "):  # the architecture alone: Glorot weights, never trained
+        trained = load_run(train_params(source.split()[1], seed, work)["run_dir"])
+        torch.manual_seed(seed)
+        model = vgg(trained.model.config, num_classes=trained.model.num_classes, width=trained.model.width,
+                    batch_norm=trained.model.batch_norm, input_size=trained.crop, pools=trained.model.pools,
+                    init="glorot").eval()
+        run = trained
+    else:
+        run = load_run(train_params(source, seed, work)["run_dir"])
+        model = run.model
+    train_set, test_set = transfer_data()
+    qs = T.paper_scales(model)
+    t0 = time.perf_counter()
+    kw = dict(scales=qs, aggregate="stack", mean=run.mean, pixel_scale=run.pixel_scale, batch_size=128,
+              progress=False, return_labels=True)
+    (xtr, ytr), (xte, yte) = T.extract_features(model, train_set, **kw), T.extract_features(model, test_set, **kw)
+
+    def variants(stacked):
+        blocks = stacked.reshape(len(stacked), len(qs), -1)
+        return {f"single scale (Q={qs[0]})": normalize(blocks[:, 0]),
+                "three scales, averaged": normalize(blocks.mean(1)), "three scales, stacked": stacked}
+
+    vtr, vte = variants(xtr), variants(xte)
+    scores = {k: T.linear_svm(vtr[k], ytr, vte[k], yte, C=1.0).mean_class_recall for k in vtr}
+    seconds = time.perf_counter() - t0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = f"python -m vgg_lib.experiments transfer '{source}' {seed}"
+    _write_json(out, {"source": source, "seed": seed, "target": TRANSFER_TARGET, "scales": list(qs),
+                      "mean_class_recall": scores, "unit": "percent", "fc7_units": int(xtr.shape[1] // len(qs)),
+                      "provenance": provenance(cmd, seconds, commit=commit)})
+    log(f"transfer {source} s{seed}: " + ", ".join(f"{k} {v:.1f}" for k, v in scores.items()))
+    return out
+
+
 # --- the grid ------------------------------------------------------------------------------------
 
 def tasks(names=None, seeds=SEEDS) -> list[tuple]:
-    """Every (kind, name, seed, eval spec) of the grid, in scheduling order."""
+    """Every (kind, name, seed, spec) of the grid, in scheduling order."""
     names = ORDER if names is None else names
     out = []
     for name in names:
         for seed in seeds:
             out.append(("train", name, seed, None))
             out += [("eval", name, seed, spec) for spec in EVALS.get(name, [])]
+    for source in TRANSFER_SOURCES:
+        base = source.split()[-1]
+        if base in names:
+            out += [("transfer", source, seed, None) for seed in seeds]
     return out
 
 
@@ -308,16 +376,20 @@ def reproduce(names=None, seeds=SEEDS, jobs: int = 2, results=None, work=None) -
         kind, name, seed, _ = t
         if kind == "eval":
             return {("train", name, seed)}
+        if kind == "transfer":
+            return {("train", name.split()[-1], seed)}
         return {("train", d, seed) for d in dependencies(name)}
 
     def key(t):
-        return t[:3] if t[0] == "train" else t
+        return t[:3] if t[0] != "eval" else t
 
     def work_on(t):
         kind, name, seed, spec = t
         try:
             if kind == "train":
                 train_run(name, seed, results, work)
+            elif kind == "transfer":
+                transfer_run(name, seed, results, work)
             else:
                 evaluate_run(name, seed, *spec, results=results, work=work)
             ok = True
@@ -480,6 +552,9 @@ def main(argv=None) -> int:
     e.add_argument("method")
     e.add_argument("scales", default="paper")
     e.add_argument("--size", type=int)
+    t = sub.add_parser("transfer", help="Appendix B features of one source net on shapes")
+    t.add_argument("source", choices=list(TRANSFER_SOURCES))
+    t.add_argument("seed", type=int)
     sub.add_parser("verify", help=f"re-train {folder_name(*VERIFY)} and compare with results/")
     args = p.parse_args(argv)
     if args.cmd == "reproduce":
@@ -499,6 +574,9 @@ def main(argv=None) -> int:
     if args.cmd == "evaluate":
         scales = args.scales if args.scales in ("paper", "train") else [int(q) for q in args.scales.split(",")]
         evaluate_run(args.name, args.seed, args.method, scales, args.size)
+        return 0
+    if args.cmd == "transfer":
+        transfer_run(args.source, args.seed)
         return 0
     print(json.dumps(verify(), indent=1))
     return 0
@@ -534,3 +612,122 @@ def beside_paper(set_name: str, paper_top1: dict, results=None):
     out.columns = ["top-1 mean (%)", "top-1 std", "seeds"]
     out["paper top-1 (%)"] = [paper_top1.get(k, float("nan")) for k in out.index]
     return out
+
+
+# --- Tables 4-6 from the committed evaluations (shared by Testing, Fusion and Reproduction) ------
+
+# The nets evaluated densely, by the label the chapters show.
+EVALUATED = {"A": "A", "A-LRN": "A-LRN", "B": "B", "B-5x5": "B-5x5", "C": "C", "D": "D", "E": "E",
+             "D, S=384": "D-S384", "D, S=[256,512]": "D-S256-512"}
+# The paper's (config, training scale) of each label, where Tables 3-4 have it.
+PAPER_OF = {"A": ("A", "256"), "A-LRN": ("A-LRN", "256"), "B": ("B", "256"), "C": ("C", "256"),
+            "D": ("D", "256"), "E": ("E", "256"), "D, S=384": ("D", "384"),
+            "D, S=[256,512]": ("D", "256-512")}
+
+
+def evaluations(results=None):
+    """One row per evaluated net and seed: top-1 error (%) of the centre crop at the training
+    scale (from training), dense at that scale (Sect. 4.1) and dense at three scales (4.2)."""
+    import pandas as pd
+
+    rows = []
+    for label, name in EVALUATED.items():
+        for seed in SEEDS:
+            r = load(name, seed, results)
+            S = r["params"]["S"]
+            ev = {k: v["top1_error"] for k, v in r["evals"].items()}
+            rows.append({"net": label, "run": name, "seed": seed, "S": str(S),
+                         "three Q": ",".join(map(str, test_scales(S, CROP, "paper"))),
+                         "centre crop, single Q": 100 * r["summary"]["val_top1_err"],
+                         "dense, single Q": ev[eval_tag("dense", "train")],
+                         "dense, three Q": ev[eval_tag("dense", "paper")]})
+    return pd.DataFrame(rows)
+
+
+def paired_table(df, before: str, after: str, paper_diff: dict | None = None):
+    """Per net, ``after - before`` over seeds (paired), with the 95% interval and the paper's."""
+    import pandas as pd
+
+    rows = []
+    for label, e in df.groupby("net", sort=False):
+        d = paired_difference(e[before], e[after])
+        rows.append({"net": label, "ours": d["diff"], "95% CI low": d["low"], "95% CI high": d["high"],
+                     "paper": (paper_diff or {}).get(label, float("nan"))})
+    return pd.DataFrame(rows).set_index("net")
+
+
+def paper_multi_scale_gain() -> dict:
+    """Table 4 minus Table 3 (top-1, dense) per label of ``EVALUATED`` where both exist."""
+    from . import paper
+
+    t3, t4 = paper.table(3), paper.table(4)
+    out = {}
+    for label, (config, S) in PAPER_OF.items():
+        a = t3[(t3.config == config) & (t3.train_S.astype(str) == S)].top1_val_error
+        b = t4[(t4.config == config) & (t4.train_S.astype(str) == S)].top1_val_error
+        if len(a) and len(b):
+            out[label] = float(b.iloc[0] - a.iloc[0])
+    return out
+
+
+TABLE5_METHODS = ("dense", "multi-crop", "multi-crop & dense")
+
+
+def table5(name: str = "D-S256-512", results=None):
+    """Top-1 error (%) per seed of dense, multi-crop and both (Sect. 4.3) at the three scales,
+    on the same ``MULTI_CROP_IMAGES`` validation images."""
+    import pandas as pd
+
+    from .evaluate import topk_error
+
+    rows = []
+    for seed in SEEDS:
+        pd_, y = posteriors(name, seed, eval_tag("dense", "paper", MULTI_CROP_IMAGES), results)
+        pc, y2 = posteriors(name, seed, eval_tag("multi_crop", "paper", MULTI_CROP_IMAGES), results)
+        if not (y == y2).all():
+            raise ValueError(f"{folder_name(name, seed)}: dense and multi-crop scored different images")
+        for method, p in zip(TABLE5_METHODS, (pd_, pc, (pd_ + pc) / 2)):
+            rows.append({"seed": seed, "method": method, "top1_err": topk_error(p, y, 1)})
+    return pd.DataFrame(rows).pivot(index="seed", columns="method", values="top1_err")[list(TABLE5_METHODS)]
+
+
+FUSION_MEMBERS = ("A", "A-LRN", "B", "B-5x5", "C", "D", "E", "D-S384", "D-S256-512")
+ENSEMBLES = {"D (jittered) + E": ("D-S256-512", "E"), "D + E": ("D", "E"),
+             "C, D, E, D-S384, D jittered, B, A": ("C", "D", "E", "D-S384", "D-S256-512", "B", "A"),
+             "all nine nets": FUSION_MEMBERS}
+
+
+def fusion_table(ensembles=None, results=None):
+    """Top-1 error (%) per ensemble (rows) and seed (columns) of the fused dense three-scale
+    posteriors (Sect. 4.4); the first row is the best single net of each seed."""
+    import pandas as pd
+
+    from .evaluate import fuse, topk_error
+
+    ensembles = ENSEMBLES if ensembles is None else ensembles
+    tag = eval_tag("dense", "paper")
+    out = {}
+    for seed in SEEDS:
+        post = {n: posteriors(n, seed, tag, results) for n in FUSION_MEMBERS}
+        y = post[FUSION_MEMBERS[0]][1]
+        col = {"best single net": min(topk_error(p, y, 1) for p, _ in post.values())}
+        for name, members in ensembles.items():
+            col[name] = topk_error(fuse([post[m][0] for m in members]), y, 1)
+        out[seed] = col
+    return pd.DataFrame(out)
+
+
+def grid_wall_time(results=None) -> dict:
+    """First start, last end and wall hours of the grid, from every provenance record."""
+    spans = []
+    root = results_root(results)
+    for f in list(root.glob("*/provenance.json")) + list(root.glob("*/eval_*.json")) + list(root.glob("transfer/*.json")):
+        p = json.loads(f.read_text())
+        p = p.get("provenance", p)
+        end = datetime.fromisoformat(p["date"])
+        spans.append((end.timestamp() - p["wall_seconds"], end.timestamp(), p["wall_seconds"]))
+    if not spans:
+        raise FileNotFoundError(f"no provenance records under {root}")
+    start, end = min(s for s, _, _ in spans), max(e for _, e, _ in spans)
+    return {"records": len(spans), "wall_hours": (end - start) / 3600,
+            "cpu_hours": sum(w for _, _, w in spans) / 3600}
