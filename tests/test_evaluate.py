@@ -73,6 +73,20 @@ def test_fully_convolutional_copy_is_cached_until_weights_change():
     assert not torch.allclose(before, after)
 
 
+def test_a_float64_model_gives_the_float32_results(small):
+    # float64 stands in for a CUDA or bf16 model: its fully-convolutional copy and its inputs
+    # must follow the model's dtype (they used to be float32 and crashed in dense)
+    x = torch.randn(2, 3, 40, 52)
+    wide = vgg("A", num_classes=10, width=1 / 16, input_size=32, init="kaiming").eval()
+    wide.load_state_dict(small.state_dict())
+    wide = wide.double()
+    for method in ("dense", "multi_crop", "single_scale"):
+        p64 = getattr(E, method)(wide, x, [32, 48])
+        assert p64.dtype == torch.float32  # posteriors always come back as float32 on the CPU
+        torch.testing.assert_close(p64, getattr(E, method)(small, x, [32, 48]), atol=1e-5, rtol=1e-4)
+    assert next(E.fcn_of(wide).parameters()).dtype == torch.float64
+
+
 # --- multi-crop evaluation (Sect. 3.2, 4.3) -----------------------------------------------------
 
 def test_crop_positions_5x5_grid_with_corners_and_centre():

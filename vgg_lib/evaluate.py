@@ -168,7 +168,7 @@ def _fingerprint(model: nn.Module) -> tuple:
     # A tensor's _version grows with every in-place update (an optimiser step), so a model
     # trained further after conversion gets a fresh fully-convolutional copy.
     tensors = list(model.parameters()) + list(model.buffers())
-    return tuple((id(t), t._version, t.device) for t in tensors)
+    return tuple((id(t), t._version, t.device, t.dtype) for t in tensors)
 
 
 def fcn_of(model: VGG) -> nn.Module:
@@ -198,12 +198,17 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _dtype(model: nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
 @torch.no_grad()
 def _forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``net`` on ``x`` in chunks of at most ``PIXEL_BUDGET`` input pixels per pass."""
+    """``net`` on ``x`` in chunks of at most ``PIXEL_BUDGET`` input pixels per pass; inputs go
+    to the net's device and dtype, outputs come back as float32 on the CPU."""
     chunk = max(1, PIXEL_BUDGET // (x.shape[-2] * x.shape[-1]))
-    device = _device(net)
-    return torch.cat([net(x[i:i + chunk].to(device)).float().cpu()
+    device, dtype = _device(net), _dtype(net)
+    return torch.cat([net(x[i:i + chunk].to(device, dtype)).float().cpu()
                       for i in range(0, len(x), chunk)])
 
 
