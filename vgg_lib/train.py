@@ -378,8 +378,8 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
     """This process's share of every global batch of an epoch (Sect. 3.3: "each batch of
     training images is split into several GPU batches"). The order depends only on
     ``(seed, epoch)``; a last incomplete batch is dropped so every step has ``batch_size`` images."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
-    return [[(epoch, int(i)) for i in order[s:s + batch_size][rank::world]]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch))).tolist()
+    return [[(epoch, i) for i in order[s:s + batch_size][rank::world]]
             for s in range(0, n - batch_size + 1, batch_size)]
 
 
