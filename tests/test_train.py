@@ -327,6 +327,9 @@ def test_uint8_batches_normalised_on_the_device_give_todays_loss():
         keys = [(2, i) for i in range(16)]
         images, offsets, labels = torch.utils.data.default_collate([items[k] for k in keys])
         assert images.dtype == torch.uint8 and offsets.shape == (16, 3)
+        # what the DataLoader really calls: the whole batch at once, rescaled in one call
+        for a, b in zip(T._collate(items.__getitems__(keys)), (images, offsets, labels)):
+            assert torch.equal(a, b)
         x = T._to_device(images, offsets, torch.device("cpu"), pixel_scale)
         # today's path: the whole transform per image, float32 out of the loader
         old = torch.stack([t(base[i][0], generator=torch.Generator().manual_seed(T._mix(5, 2, i)))

@@ -342,6 +342,22 @@ class _Augmented(torch.utils.data.Dataset):
         image, label = self.base[i]
         return *self.transform.split(image, torch.Generator().manual_seed(_mix(self.seed, epoch, i))), label
 
+    def __getitems__(self, keys):
+        # What a DataLoader calls for a whole batch: the transform batches its rescaling, and
+        # the batch comes out collated already (see _collate).
+        items = [self.base[i] for _, i in keys]
+        gens = [torch.Generator().manual_seed(_mix(self.seed, epoch, i)) for epoch, i in keys]
+        crops, offsets = self.transform.split_many([x for x, _ in items], gens)
+        return _Batch((crops, offsets, torch.as_tensor([int(y) for _, y in items], dtype=torch.long)))
+
+
+class _Batch(tuple):
+    """A batch that ``_Augmented.__getitems__`` already stacked."""
+
+
+def _collate(items):
+    return items if isinstance(items, _Batch) else torch.utils.data.default_collate(items)
+
 
 class _Transformed(torch.utils.data.Dataset):
     """Validation items ``(uint8 crop, mean, label)``, normalised on the device as above."""
@@ -736,7 +752,7 @@ def train(cfg: TrainConfig) -> Path:
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_data, val_idx),
                                              batch_size=max(micro, 1), shuffle=False, **loader_args)
     batches = EpochBatches(len(train_data), cfg.batch_size, cfg.seed, rank, world)
-    loader = torch.utils.data.DataLoader(train_data, batch_sampler=batches, **loader_args)
+    loader = torch.utils.data.DataLoader(train_data, batch_sampler=batches, collate_fn=_collate, **loader_args)
 
     def checkpoint(epoch, finished=False):
         if main:

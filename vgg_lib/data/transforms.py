@@ -144,35 +144,73 @@ class TrainTransform:
         AlexNet-style reference code, e.g. ImageNet's ``[0.2175, 0.0188, 0.0045]``), hence the
         factor 255 to come back to pixel units.
         """
+        return self._shifts(alpha[None])[0]
+
+    def _shifts(self, alphas: torch.Tensor) -> torch.Tensor:
+        # (N, 3) draws -> (N, 3) shifts, written element by element so that a row's value does
+        # not depend on how many rows are computed together (one image or a batch)
         if self.eigval is None or self.colour_std == 0:
-            return torch.zeros(3, dtype=torch.float64)
-        return 255.0 * self.eigvec @ (alpha * self.eigval)
+            return torch.zeros(len(alphas), 3, dtype=torch.float64)
+        v = alphas * self.eigval
+        p = self.eigvec
+        return 255.0 * (v[:, 0:1] * p[:, 0] + v[:, 1:2] * p[:, 1] + v[:, 2:3] * p[:, 2])
 
     def apply(self, img: torch.Tensor, p: dict) -> torch.Tensor:
         return normalise(*self.apply_split(img, p), self.pixel_scale)
 
     def offset(self, p: dict) -> torch.Tensor:
         """What is subtracted from every pixel of this draw: the mean minus the colour shift."""
-        return (self.mean - self.colour_shift(p["alpha"])).to(torch.float32)
+        return self._offsets([p])[0]
+
+    def _offsets(self, ps: list[dict]) -> torch.Tensor:
+        return (self.mean - self._shifts(torch.stack([p["alpha"] for p in ps]))).to(torch.float32)
 
     def apply_split(self, img: torch.Tensor, p: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """``apply`` before normalisation: the uint8 crop (3, crop, crop) and its offset (3,)."""
         _check_image(img)
+        return self._crop(img, p, None), self.offset(p)
+
+    def _fused(self, H, W, S) -> bool:
+        h, w = _rescaled_hw(H, W, S)
+        return self.fused and min(self.crop * H / h, self.crop * W / w) >= FUSED_MIN_WINDOW
+
+    def _crop(self, img, p, rescaled):
         H, W = img.shape[-2:]
         c = self.crop
-        h, w = _rescaled_hw(H, W, p["S"])
-        sy, sx = H / h, W / w
-        if self.fused and min(c * sy, c * sx) >= FUSED_MIN_WINDOW:
+        if self._fused(H, W, p["S"]):
             # the crop window in original pixels, resized straight to crop x crop
+            h, w = _rescaled_hw(H, W, p["S"])
+            sy, sx = H / h, W / w
             top, left = int(round(p["top"] * sy)), int(round(p["left"] * sx))
             ch, cw = max(1, int(round(c * sy))), max(1, int(round(c * sx)))
             top, left = min(top, H - ch), min(left, W - cw)
             x = F.resized_crop(img, top, left, ch, cw, [c, c], antialias=True)
         else:
-            x = rescale(img, p["S"])[:, p["top"]:p["top"] + c, p["left"]:p["left"] + c]
+            x = (rescale(img, p["S"]) if rescaled is None else rescaled)
+            x = x[:, p["top"]:p["top"] + c, p["left"]:p["left"] + c]
         if p["flip"]:
             x = x.flip(-1)
-        return x.contiguous(), self.offset(p)
+        return x.contiguous()
+
+    def split_many(self, images, generators) -> tuple[torch.Tensor, torch.Tensor]:
+        """``split`` of many images at once, one generator each: ``(uint8 (N, 3, crop, crop),
+        offsets (N, 3))``, the same values as ``split`` image by image. Small images of one size
+        and one S are rescaled in one call, which saves most of the per-image overhead."""
+        ps = []
+        for img, g in zip(images, generators):
+            _check_image(img)
+            ps.append(self.sample(img.shape[-2], img.shape[-1], g))
+        groups: dict[tuple, list[int]] = {}
+        for k, (img, p) in enumerate(zip(images, ps)):
+            H, W = img.shape[-2:]
+            if not self._fused(H, W, p["S"]):
+                groups.setdefault((H, W, p["S"]), []).append(k)
+        rescaled = {}
+        for (_, _, S), idx in groups.items():
+            for k, x in zip(idx, rescale(torch.stack([images[k] for k in idx]), S)):
+                rescaled[k] = x
+        crops = torch.stack([self._crop(img, p, rescaled.get(k)) for k, (img, p) in enumerate(zip(images, ps))])
+        return crops, self._offsets(ps)
 
     def __call__(self, img: torch.Tensor, generator=None) -> torch.Tensor:
         _check_image(img)
