@@ -202,6 +202,35 @@ def test_evaluate_on_a_dataset_of_uint8_images(small):
     assert fused.top1 == r.top1
 
 
+def test_evaluate_at_scale_loader_workers_amp_and_dtype(small):
+    """evaluate's DataLoader (workers), device-side preprocessing and autocast: with amp off
+    the posteriors equal the plain method's exactly, whatever the workers; bf16 and a float64
+    model stay close."""
+    g = torch.Generator().manual_seed(3)
+    sizes = [(40, 48), (48, 40), (40, 48), (36, 36), (40, 48), (44, 52)]
+    data = [(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g), i % 3)
+            for i, (h, w) in enumerate(sizes)]
+    mean = (120.0, 110.0, 100.0)
+    for method in ("dense", "multi_crop"):
+        today = getattr(E, method)(small, [E.preprocess(x, mean, 1 / 64) for x, _ in data], [32, 40])
+        for workers in (0, 2):
+            r = E.evaluate(small, data, method, [32, 40], mean=mean, pixel_scale=1 / 64, batch_size=4,
+                           workers=workers)
+            assert torch.equal(r.posteriors, today), (method, workers)
+        bf16 = E.evaluate(small, data, method, [32, 40], mean=mean, pixel_scale=1 / 64, amp="bf16")
+        torch.testing.assert_close(bf16.posteriors, today, atol=2e-2, rtol=0)
+    wide = vgg("A", num_classes=10, width=1 / 16, input_size=32, init=None)
+    wide.load_state_dict(small.state_dict())
+    r64 = E.evaluate(wide.double().eval(), data, "dense", [32, 40], mean=mean, pixel_scale=1 / 64)
+    torch.testing.assert_close(r64.posteriors, E.evaluate(small, data, "dense", [32, 40], mean=mean,
+                                                          pixel_scale=1 / 64).posteriors, atol=1e-5, rtol=1e-4)
+    assert E._AMP.get() == "off"  # evaluate's autocast setting does not leak
+    with pytest.raises(ValueError, match=r"amp='fp32' is not allowed: one of bf16, fp16, off"):
+        E.evaluate(small, data, "dense", [32], mean=mean, amp="fp32")
+    with pytest.raises(ValueError, match=r"workers must be an int >= 0, got -1"):
+        E.evaluate(small, data, "dense", [32], mean=mean, workers=-1)
+
+
 def test_torchvision_preprocessing_matches_torchvision_normalize():
     from torchvision.transforms.v2 import functional as TF
     x = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)

@@ -120,6 +120,7 @@ def extract_features(model: VGG, dataset, scales=None, flip: bool = True, aggreg
             images = preprocess(images, mean, pixel_scale, std)
         out = None
         for idx, batch in _groups(images):  # images of one size go through together
+            batch = batch.to(next(model.parameters()).device)  # rescaled on the model's device
             per_scale = torch.stack([describe(batch, q) for q in qs], 1)  # (n, scales, D)
             f = per_scale.mean(1) if aggregate == "average" else per_scale.flatten(1)
             if out is None:
