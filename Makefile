@@ -16,9 +16,13 @@ export MPLCONFIGDIR := $(CURDIR)/.state/matplotlib
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book test test-fast lab jobs browser web-assets clean clean-book
+.PHONY: setup book test test-fast lab jobs reproduce verify browser data web-assets clean clean-book
 
-setup: $(STAMP)
+setup: $(STAMP) data
+
+# Fashion-MNIST from Debian's package (the reference experiments' data), installed if missing.
+data:
+	bash scripts/install_fashion_mnist.sh
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +41,7 @@ build/web_assets/.done: scripts/web_assets.sh
 browser:
 	bash scripts/install_chromium.sh
 
-book: $(STAMP) web-assets
+book: $(STAMP) data web-assets
 	$(VENV)/bin/jupyter-book build . --path-output . -W --keep-going || \
 	  (echo "book build failed: see the reports under _build/html/reports"; exit 1)
 
@@ -53,6 +57,15 @@ lab: $(STAMP)
 
 jobs: $(STAMP)
 	$(PY) -m vgg_lib.jobs grid book/jobs/example_grid.yaml
+
+# The reference grid behind the Training, Testing, Fusion and Reproduction chapters: about
+# 1.5-2 h on 2 cores; resumable (finished runs are reused); writes results/ (committed).
+reproduce: $(STAMP) data
+	$(PY) -m vgg_lib.experiments reproduce --jobs 2
+
+# Re-train the cheapest reference run and compare it with results/ (the book build does it too).
+verify: $(STAMP) data
+	$(PY) -m vgg_lib.experiments verify
 
 clean-book:
 	rm -rf _build

@@ -413,7 +413,7 @@ def test_bad_input_messages(call, message):
 
 
 def test_dataset_names():
-    assert DATASETS == ("shapes", "digits", "cifar10", "imagefolder")
+    assert DATASETS == ("shapes", "digits", "fashion_mnist", "cifar10", "imagefolder")
 
 
 def test_statistics_of_an_image_folder_skip_corrupt_files(tmp_path, cache):

@@ -38,13 +38,18 @@ def _scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-def make_features(config: list, width: float = 1.0, batch_norm: bool = False) -> nn.Sequential:
-    """One function turns a Table 1 column into layers (cf. torchvision's ``make_layers``)."""
+def make_features(config: list, width: float = 1.0, batch_norm: bool = False,
+                  pools: int = 5) -> nn.Sequential:
+    """One function turns a Table 1 column into layers (cf. torchvision's ``make_layers``).
+
+    ``pools < 5`` keeps only the first ``pools`` max-poolings (the book's miniature geometry);
+    blocks keep their numbers, so ``conv4_1`` is ``conv4_1`` whatever the pooling."""
     layers: list[tuple[str, nn.Module]] = []
     in_channels, block, index = 3, 1, 0
     for item in config:
         if item == "M":
-            layers.append((f"pool{block}", nn.MaxPool2d(kernel_size=2, stride=2)))
+            if block <= pools:
+                layers.append((f"pool{block}", nn.MaxPool2d(kernel_size=2, stride=2)))
             block, index = block + 1, 0
         elif item == "LRN":
             layers.append((f"norm{block}", local_response_norm()))
@@ -84,7 +89,8 @@ class VGG(nn.Module):
     """
 
     def __init__(self, features: nn.Sequential, classifier: nn.Sequential, *, config: str,
-                 input_size: int = 224, width: float = 1.0, batch_norm: bool = False):
+                 input_size: int = 224, width: float = 1.0, batch_norm: bool = False,
+                 pools: int = 5):
         super().__init__()
         self.features = features
         self.classifier = classifier
@@ -92,11 +98,12 @@ class VGG(nn.Module):
         self.input_size = input_size
         self.width = width
         self.batch_norm = batch_norm
+        self.pools = pools
 
     @property
     def feature_size(self) -> int:
-        """Side of the last feature map for an ``input_size`` image (five 2x2 poolings)."""
-        return self.input_size // 32
+        """Side of the last feature map for an ``input_size`` image (``pools`` 2x2 poolings)."""
+        return self.input_size // 2 ** self.pools
 
     @property
     def num_classes(self) -> int:
@@ -114,11 +121,12 @@ class VGG(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"config={self.config!r}, input_size={self.input_size}, width={self.width}, "
-                f"batch_norm={self.batch_norm}")
+                f"batch_norm={self.batch_norm}" + (f", pools={self.pools}" if self.pools != 5 else ""))
 
 
 def vgg(name: str = "D", num_classes: int = 1000, width: float = 1.0, batch_norm: bool = False,
-        dropout: float = 0.5, input_size: int = 224, init: str | None = "normal") -> VGG:
+        dropout: float = 0.5, input_size: int = 224, init: str | None = "normal",
+        pools: int = 5) -> VGG:
     """Build configuration ``name`` of Table 1 (``"A"``, ``"A-LRN"``, ``"B"``, ``"C"``, ``"D"``,
     ``"E"``, ``"B-5x5"`` or torchvision's ``"vgg11"``, ``"vgg13"``, ``"vgg16"``, ``"vgg19"``).
 
@@ -127,25 +135,33 @@ def vgg(name: str = "D", num_classes: int = 1000, width: float = 1.0, batch_norm
     training crop (224 in the paper; 32 for small images, where pool5 is 1x1).
     ``batch_norm`` is *not* in the paper (it came a year later); it is offered because deep
     nets train from scratch with it. ``init`` is a scheme of ``init_weights`` or ``None``.
+
+    ``pools`` (not in the paper): how many of the five max-poolings to keep, from the first.
+    The book's miniature uses ``pools=3`` at a 32-pixel crop: pool5 is then 4x4 instead of 1x1,
+    so the fully-convolutional net's fc6 window spans 4 output strides (7 in the paper) and
+    dense evaluation (Sect. 3.2) slides overlapping windows as it does at full scale.
     """
     config = resolve(name)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
         raise ValueError(f"width must be a number > 0 (e.g. 1.0 for the paper, 0.125 for CPU), got {width!r}")
-    if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 32:
-        raise ValueError(f"input_size must be an integer >= 32 (five 2x2 poolings), got {input_size!r}")
+    if not isinstance(pools, int) or isinstance(pools, bool) or not 0 <= pools <= 5:
+        raise ValueError(f"pools must be an integer in [0, 5] (the paper: 5), got {pools!r}")
+    if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 2 ** pools:
+        raise ValueError(f"input_size must be an integer >= {2 ** pools} ({pools} 2x2 poolings), "
+                         f"got {input_size!r}")
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     if init is not None and init not in INIT_SCHEMES:
         raise ValueError(f"init must be one of {', '.join(INIT_SCHEMES)} or None, got {init!r}")
 
-    features = make_features(CONFIGS[config], width, batch_norm)
+    features = make_features(CONFIGS[config], width, batch_norm, pools)
     channels = [m.out_channels for m in features if isinstance(m, nn.Conv2d)][-1]
-    side = input_size // 32
+    side = input_size // 2 ** pools
     classifier = make_classifier(channels * side * side, _scaled(FC_WIDTH, width), num_classes, dropout)
     model = VGG(features, classifier, config=config, input_size=input_size, width=width,
-                batch_norm=batch_norm)
+                batch_norm=batch_norm, pools=pools)
     if init is not None:
         init_weights(model, init)
     return model

@@ -86,7 +86,7 @@ class TrainConfig:
     geometry scaled down to 32-pixel crops for the small built-in data."""
 
     config: str = _f("A", "network configuration of Table 1: A, A-LRN, B, C, D, E, B-5x5 (or vgg11/13/16/19)")
-    dataset: str = _f("shapes", "shapes | digits | cifar10 | imagefolder")
+    dataset: str = _f("shapes", "shapes | digits | fashion_mnist | cifar10 | imagefolder")
     data_root: str | None = _f(None, "folder of the data (imagefolder: root/train/<class>/*, root/val/<class>/*)")
     download: bool = _f(False, "let torchvision download cifar10 into data_root")
     image_size: int | None = _f(None, "shapes: side at which images are drawn (None: 64)")
@@ -109,6 +109,7 @@ class TrainConfig:
     colour_std: float = _f(0.1, "std of the random RGB colour shift (AlexNet's PCA lighting; 0 turns it off)")
     pixel_scale: float = _f(1.0, "pixels are (0..255 - mean RGB) * pixel_scale (paper: 1)")
     width: float = _f(1.0, "channel multiplier of every layer (1: the paper; 1/8 trains on a CPU)")
+    pools: int = _f(5, "max-poolings kept, from the first (5: the paper; 3: the book's miniature, a 4x4 pool5 at crop 32)")
     batch_norm: bool = _f(False, "add batch normalisation after every conv (not in the paper)")
     init: str = _f("normal", "normal | glorot | from_run (first four convs and the FC layers of init_source)")
     init_std: float = _f(0.01, "std of the normal initialisation")
@@ -161,6 +162,9 @@ class TrainConfig:
         for name in ("patience", "max_decreases", "seed"):
             integer(name, 0)
         integer("workers", 0, none_ok=True)
+        integer("pools", 0)
+        if self.pools > 5:
+            bad("pools", "an integer in [0, 5] (the paper: 5)")
         number("lr", lambda v: v > 0 and math.isfinite(v), "a number > 0 (the paper: 1e-2)")
         number("momentum", lambda v: 0 <= v < 1, "a number in [0, 1) (the paper: 0.9)")
         number("weight_decay", lambda v: v >= 0, "a number >= 0 (the paper: 5e-4)")
@@ -245,9 +249,10 @@ class TrainConfig:
         if same_config and p.get("config") != self.config:
             raise ConfigError(f"{name}={str(path)!r} is a run of config {p.get('config')}, but config="
                               f"{self.config!r}: expected {what}")
-        for key in ("dataset", "crop", "width", "batch_norm"):
-            if p.get(key) != getattr(self, key):
-                raise ConfigError(f"{name}={str(path)!r} was trained with {key}={p.get(key)!r} but this run "
+        for key in ("dataset", "crop", "width", "batch_norm", "pools"):
+            theirs = p.get(key, 5) if key == "pools" else p.get(key)  # runs before `pools` had 5
+            if theirs != getattr(self, key):
+                raise ConfigError(f"{name}={str(path)!r} was trained with {key}={theirs!r} but this run "
                                   f"has {key}={getattr(self, key)!r}: the weights would not fit")
 
     # -- derived values ----------------------------------------------------------------------
@@ -687,7 +692,7 @@ def train(cfg: TrainConfig) -> Path:
                          f"({len(train_set)} images); use a smaller batch_size or more images")
     classes = list(train_set.classes)
     model_args = dict(name=cfg.config, num_classes=len(classes), width=cfg.width, batch_norm=cfg.batch_norm,
-                      dropout=cfg.dropout, input_size=cfg.crop)
+                      dropout=cfg.dropout, input_size=cfg.crop, pools=cfg.pools)
     preprocess = dict(S=cfg.S, Q=cfg.test_scale, crop=cfg.crop, pixel_scale=cfg.pixel_scale,
                       flip=cfg.flip, colour_std=cfg.colour_std)
     if main:

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from . import shapes as _shapes
 from .cache import cache_dir, key, save_npy
 
-DATASETS = ("shapes", "digits", "cifar10", "imagefolder")
+DATASETS = ("shapes", "digits", "fashion_mnist", "cifar10", "imagefolder")
 SPLITS = ("train", "val", "test")
 SHAPES_SIZES = {"train": 10_000, "val": 2_000, "test": 2_000}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
@@ -85,6 +85,10 @@ class CIFAR10(ArrayDataset):
     name = "cifar10"
 
 
+class FashionMNIST(ArrayDataset):
+    name = "fashion_mnist"
+
+
 # ----------------------------------------------------------------------------------------
 # shapes
 # ----------------------------------------------------------------------------------------
@@ -136,6 +140,65 @@ def load_digits(split="train", image_size=32, seed=0):
                                         align_corners=False, antialias=image_size < 8)
     x = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     return x.numpy(), d.target[idx], [str(c) for c in d.target_names]
+
+
+# ----------------------------------------------------------------------------------------
+# Fashion-MNIST (Xiao et al., 2017), read from Debian's dataset-fashion-mnist package
+# ----------------------------------------------------------------------------------------
+
+# Where `apt-get install dataset-fashion-mnist` puts the four IDX files (`make setup` does it).
+FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_VAL = 10_000  # held out of the 60,000 training images for the lr schedule
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format), gzipped or not, as a numpy array."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: {body.size} values for a {shape} array")
+    return body.reshape(shape)
+
+
+def load_fashion_mnist(split="train", root=None, seed=0):
+    """Fashion-MNIST as (N, 3, 28, 28) uint8 arrays (grey replicated to RGB).
+
+    ``train``/``val`` are a seeded 50,000/10,000 partition of the official training set (``val``
+    drives the learning-rate schedule); ``test`` is the official 10,000-image test set, on which
+    the book reports errors. Nothing is downloaded: the files come from Debian's
+    ``dataset-fashion-mnist`` package or from ``root`` (a folder with the same four IDX files).
+    """
+    folder = Path(root).expanduser() if root is not None else FASHION_MNIST_ROOT
+    stem = "t10k" if split == "test" else "train"
+    files = []
+    for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+        found = [folder / f"{stem}-{kind}{ext}" for ext in (".gz", "")]
+        found = [p for p in found if p.is_file()]
+        if not found:
+            raise FileNotFoundError(
+                f"Fashion-MNIST file {stem}-{kind}[.gz] not found in {str(folder)!r}: install "
+                f"Debian's package (apt-get install dataset-fashion-mnist, which `make setup` "
+                f"runs) or pass root= a folder holding the four IDX files")
+        files.append(found[0])
+    images, labels = _read_idx(files[0]), _read_idx(files[1]).astype(np.int64)
+    if images.ndim != 3 or len(images) != len(labels):
+        raise ValueError(f"{files[0]} and {files[1]} do not hold matching images and labels")
+    if split != "test":
+        perm = np.random.default_rng(seed).permutation(len(labels))
+        idx = np.sort(perm[FASHION_MNIST_VAL:] if split == "train" else perm[:FASHION_MNIST_VAL])
+        images, labels = images[idx], labels[idx]
+    rgb = np.ascontiguousarray(np.broadcast_to(images[:, None], (len(images), 3) + images.shape[1:]))
+    return rgb, labels, list(FASHION_MNIST_CLASSES)
 
 
 # ----------------------------------------------------------------------------------------
@@ -374,6 +437,11 @@ def build_dataset(name, split="train", root=None, *, image_size=None, download=F
         identity["image_size"] = image_size
         images, labels, classes = load_digits(split, image_size, seed)
         cls = Digits
+    elif name == "fashion_mnist":
+        images, labels, classes = load_fashion_mnist(split, root, seed)
+        if image_size not in (None, 28):
+            images = _resize_all(images, image_size)
+        cls = FashionMNIST
     else:
         images, labels, classes = load_cifar10(split, root, download, seed)
         if image_size not in (None, 32):

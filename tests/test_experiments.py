@@ -1,0 +1,221 @@
+"""The reference experiments: Fashion-MNIST, the miniature geometry, the grid, its statistics and
+the committed results."""
+
+import gzip
+import json
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from vgg_lib import experiments as X
+from vgg_lib.data import build_dataset, datasets
+from vgg_lib.models import fully_convolutional, init_from, vgg
+from vgg_lib.train import TrainConfig, parser
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- Fashion-MNIST ------------------------------------------------------------------------------
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+@pytest.fixture
+def fake_fashion(tmp_path, monkeypatch):
+    """A folder with the four IDX files: 60 training and 20 test images, label = image value."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 60)
+    images = np.broadcast_to(labels[:, None, None], (60, 28, 28)).astype(np.uint8)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", images[:20], gz=False)  # unzipped works too
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels[:20], gz=False)
+    monkeypatch.setattr(datasets, "FASHION_MNIST_VAL", 15)
+    return tmp_path
+
+
+def test_fashion_mnist_reads_idx_files_into_disjoint_rgb_splits(fake_fashion):
+    train = build_dataset("fashion_mnist", "train", root=fake_fashion)
+    val = build_dataset("fashion_mnist", "val", root=fake_fashion)
+    test = build_dataset("fashion_mnist", "test", root=fake_fashion)
+    assert (len(train), len(val), len(test)) == (45, 15, 20)
+    assert train.classes[0] == "T-shirt/top" and train.num_classes == 10
+    image, label = train[3]
+    assert image.shape == (3, 28, 28) and image.dtype == torch.uint8
+    assert (image == label).all()  # grey replicated to RGB, labels aligned with images
+    a = {tuple(train.images[i, 0, 0, :3]) + (int(train.labels[i]), i) for i in range(len(train))}
+    assert len(a) == 45
+    assert build_dataset("fashion_mnist", "val", root=fake_fashion, image_size=32)[0][0].shape == (3, 32, 32)
+
+
+def test_fashion_mnist_errors_name_the_file_and_the_fix(tmp_path, fake_fashion):
+    with pytest.raises(FileNotFoundError, match=r"t10k-images-idx3-ubyte\[\.gz\] not found .*apt-get install dataset-fashion-mnist"):
+        build_dataset("fashion_mnist", "test", root=tmp_path / "nowhere")
+    (fake_fashion / "t10k-images-idx3-ubyte").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte is not an IDX file"):
+        build_dataset("fashion_mnist", "test", root=fake_fashion)
+    write_idx(fake_fashion / "t10k-images-idx3-ubyte", np.zeros((20, 28, 28)), gz=False)
+    raw = (fake_fashion / "t10k-images-idx3-ubyte").read_bytes()
+    (fake_fashion / "t10k-images-idx3-ubyte").write_bytes(raw[:-100])
+    with pytest.raises(ValueError, match="is truncated"):
+        build_dataset("fashion_mnist", "test", root=fake_fashion)
+
+
+@pytest.mark.skipif(not datasets.FASHION_MNIST_ROOT.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_the_debian_package_gives_the_real_data_set():
+    sizes = {s: len(build_dataset("fashion_mnist", s)) for s in ("train", "val", "test")}
+    assert sizes == {"train": 50_000, "val": 10_000, "test": 10_000}
+    test = build_dataset("fashion_mnist", "test")
+    assert np.bincount(test.labels).tolist() == [1000] * 10  # the official test set is balanced
+
+
+# --- the miniature: three poolings ----------------------------------------------------------------
+
+def test_three_poolings_leave_a_4x4_pool5_and_keep_the_layer_names():
+    net = vgg("D", num_classes=10, width=0.125, input_size=32, pools=3, init="glorot")
+    names = [n for n, _ in net.features.named_children()]
+    assert [n for n in names if n.startswith("pool")] == ["pool1", "pool2", "pool3"]
+    assert "conv5_3" in names and "conv4_1" in names
+    assert net.feature_size == 4 and net.classifier.fc6.in_features == 64 * 4 * 4
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    fcn = fully_convolutional(net.eval())
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(fcn(x).flatten(1), net(x), rtol=1e-4, atol=1e-5)
+    assert fcn(torch.randn(1, 3, 55, 55)).shape[-2:] == (3, 3)  # overlapping windows: 55 // 8 - 4 + 1
+    init_from(vgg("D", num_classes=10, width=0.125, input_size=32, pools=3),
+              vgg("A", num_classes=10, width=0.125, input_size=32, pools=3))
+
+
+def test_pools_is_checked():
+    with pytest.raises(ValueError, match=r"pools must be an integer in \[0, 5\]"):
+        vgg("A", pools=6)
+    with pytest.raises(ValueError, match=r"input_size must be an integer >= 32 \(5 2x2 poolings\)"):
+        vgg("A", input_size=16)
+    from vgg_lib.train import ConfigError
+    with pytest.raises(ConfigError, match=r"pools=7 is not allowed"):
+        TrainConfig(pools=7)
+
+
+# --- the grid -------------------------------------------------------------------------------------
+
+def test_every_training_command_parses_back_to_its_parameters(tmp_path):
+    for name in X.RUNS:
+        cmd = X.train_command(name, 1, work=tmp_path)
+        assert cmd[1:3] == ["-m", "vgg_lib.train"]
+        args = vars(parser().parse_args(cmd[3:]))
+        want = X.train_params(name, 1, work=tmp_path)
+        if len(args["S"]) == 1:  # the CLI takes S as a list; TrainConfig makes [s] an int
+            args["S"] = args["S"][0]
+        for key, value in want.items():
+            assert args[key] == value, (name, key)
+    assert X._display(X.train_command("D-S384", 2, work=tmp_path), tmp_path).startswith("python -m vgg_lib.train")
+    assert "runs/reference/D-s2" in X._display(X.train_command("D-S384", 2, work=tmp_path), tmp_path)
+
+
+def test_tasks_come_after_what_they_need():
+    order = X.tasks()
+    seen = set()
+    for kind, name, seed, _ in order:
+        if kind == "train":
+            assert all(("train", d, seed) in seen for d in X.dependencies(name)), name
+            seen.add(("train", name, seed))
+        else:
+            assert ("train", name.split()[-1], seed) in seen
+    assert len([t for t in order if t[0] == "train"]) == len(X.RUNS) * len(X.SEEDS)
+    with pytest.raises(ValueError, match="run 'F' is unknown"):
+        X.train_params("F", 0)
+
+
+def test_confidence_intervals_match_scipy():
+    a, b = [30.1, 29.4, 30.9], [28.0, 28.6, 27.1, 28.2]
+    d = X.difference(a, b)
+    ci = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
+    assert d["diff"] == pytest.approx(np.mean(b) - np.mean(a))
+    assert (d["low"], d["high"]) == pytest.approx((ci.low, ci.high))
+    p = X.paired_difference(a, b[:3])
+    ci = stats.ttest_rel(b[:3], a).confidence_interval(0.95)
+    assert (p["low"], p["high"]) == pytest.approx((ci.low, ci.high))
+
+
+def test_verdicts_follow_the_interval():
+    assert "significant at 95%" in X.verdict({"diff": -2, "low": -3, "high": -1}, "E", "A")
+    assert X.verdict({"diff": -2, "low": -3, "high": -1}, "E", "A").startswith("E has the lower error")
+    assert "opposite of the paper" in X.verdict({"diff": 2, "low": 1, "high": 3}, "E", "A")
+    assert "no significant difference" in X.verdict({"diff": -1, "low": -3, "high": 1}, "E", "A")
+
+
+def test_test_scales():
+    assert X.test_scales(37, 32, "paper") == (32, 37, 42)
+    assert X.test_scales([37, 73], 32, "paper") == (37, 55, 73)
+    assert X.test_scales([37, 73], 32, "train") == (55,)
+    assert X.test_scales(37, 32, [40, 50]) == (40, 50)
+
+
+@pytest.mark.slow
+def test_a_tiny_grid_trains_evaluates_exports_and_reuses(tmp_path, monkeypatch):
+    monkeypatch.setattr(X, "RUNS", {"tiny": dict(config="A", dataset="digits", train_size=64, val_size=None,
+                                                 epochs=1, batch_size=32, width=0.0625)})
+    monkeypatch.setattr(X, "ORDER", ("tiny",))
+    monkeypatch.setattr(X, "EVALS", {"tiny": [("dense", "train", 50)]})
+    monkeypatch.setattr(X, "TRANSFER_SOURCES", ())
+    results, work = tmp_path / "results", tmp_path / "runs"
+    assert X.reproduce(seeds=(0,), jobs=1, results=results, work=work) == []
+    folder = results / "tiny-s0"
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["eval_dense_train_n50.json", "metrics.csv", "params.json", "posteriors_dense_train_n50.npz",
+                     "provenance.json", "summary.json"]
+    prov = json.loads((folder / "provenance.json").read_text())
+    assert prov["command"].startswith("python -m vgg_lib.train ") and prov["threads"] == 1
+    assert str(work) not in (folder / "params.json").read_text()  # no machine paths in results
+    ev = json.loads((folder / "eval_dense_train_n50.json").read_text())
+    assert ev["images"] == 50 and 0 <= ev["top1_error"] <= 100
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert X.reproduce(seeds=(0,), jobs=1, results=results, work=work) == []  # all reused
+    assert before == {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+# --- the committed reference results ----------------------------------------------------------------
+
+RESULTS = X.results_root()
+committed = pytest.mark.skipif(not RESULTS.is_dir(), reason="no results/ folder")
+
+
+@committed
+def test_results_are_small_and_hold_no_machine_paths():
+    files = [p for p in RESULTS.rglob("*") if p.is_file()]
+    assert max(p.stat().st_size for p in files) <= 2 * 2 ** 20
+    assert sum(p.stat().st_size for p in files) <= 30 * 2 ** 20
+    for p in files:
+        if p.suffix in (".json", ".csv"):
+            text = p.read_text()
+            assert not re.search(r"/(work|root|home|tmp)/", text), p
+
+
+@committed
+def test_every_reference_run_is_finished_with_its_provenance_and_evaluations():
+    for name in X.RUNS:
+        for seed in X.SEEDS:
+            r = X.load(name, seed)
+            assert r["summary"]["status"] == "finished"
+            assert r["params"]["seed"] == seed and r["params"]["config"] == X.RUNS[name]["config"]
+            for key in ("git_commit", "command", "cpu", "threads", "wall_seconds", "date"):
+                assert r["provenance"][key] not in (None, ""), (name, key)
+            for method, scales, size in X.EVALS.get(name, []):
+                assert X.eval_tag(method, scales, size) in r["evals"], (name, seed, method)
+    for source in X.TRANSFER_SOURCES:
+        for seed in X.SEEDS:
+            assert (RESULTS / "transfer" / f"{source.replace(' ', '-')}-s{seed}.json").is_file()
+
+
+@committed
+def test_the_depth_set_has_a_small_seed_spread():
+    spread = X.summarise(X.table("DEPTH"))["std"]
+    assert (spread <= 1.0).all(), spread

@@ -1,0 +1,733 @@
+"""The book's reference experiments: Tables 3-6 of the paper, re-run in miniature.
+
+Every run of the grid is named here once (``RUNS``); the chapters read their results from
+``results/`` (committed, with provenance) and never train a grid themselves::
+
+    python -m vgg_lib.experiments reproduce           # the whole grid (make reproduce), resumable
+    python -m vgg_lib.experiments verify              # re-run the cheapest run, compare
+
+    from vgg_lib import experiments as X
+    X.table("DEPTH")                 # one row per run and seed: errors in percent, epochs, ...
+    X.compare("DEPTH", "A", "E")     # difference of the means with a 95% confidence interval
+
+The miniature (why each choice, see the Training chapter): Fashion-MNIST (Debian's package,
+no download) at 1/8 of the paper's widths, 32-pixel crops of images rescaled to S = 37 (the
+paper's 256, scaled by 32/224), three max-poolings instead of five so pool5 is a 4x4 map and
+dense evaluation slides overlapping windows; batch normalisation in the comparisons of
+architecture and scale (not in the paper), none in the initialisation comparison.
+
+Training goes through ``python -m vgg_lib.train`` (the same code as a papermill job or a
+torchrun job); each run writes its checkpoint under ``runs/reference/`` (ignored) and its
+light files -- parameters, metrics, summary, evaluation results, posteriors, provenance --
+under ``results/<run>-s<seed>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+SEEDS = (0, 1, 2)
+CROP = 32
+S_256, S_384, S_512 = 37, 55, 73  # the paper's 256, 384, 512 scaled by 32/224 (data.scaled_size)
+
+# The paper's recipe (Sect. 3.1) at CPU scale. Deviations, each said in the book: 1/8 widths,
+# 3 of 5 poolings, batch norm, Glorot initialisation, 12,000 training images, batch 128 at
+# lr 0.02 (the paper: 256 at 0.01), patience 1 epoch, at most 12 epochs.
+RECIPE = dict(dataset="fashion_mnist", width=0.125, pools=3, crop=CROP, S=S_256, train_size=12_000,
+              epochs=12, batch_size=128, lr=0.02, patience=1, max_decreases=3, batch_norm=True,
+              init="glorot", device="cpu", progress=False)
+# The initialisation comparison is about plain nets: no batch norm, the paper's lr 0.01, a
+# smaller training set and a 6-epoch cap (the question is whether and how fast a net starts).
+PLAIN = dict(RECIPE, batch_norm=False, lr=0.01, train_size=6_000, epochs=6)
+
+# Every distinct training, by name. "init_run"/"init_source" name another run (same seed).
+RUNS: dict[str, dict] = {
+    **{c: dict(config=c) for c in ("A", "A-LRN", "B", "B-5x5", "C", "D", "E")},
+    # Sect. 3.1: S = 384 fine-tuned from S = 256 (lr / 10), the jittered net from S = 384.
+    "D-S384": dict(config="D", S=S_384, lr=0.002, epochs=8, init_run="D"),
+    "D-S256-512": dict(config="D", S=[S_256, S_512], lr=0.002, epochs=8, init_run="D-S384"),
+    # Sect. 3.1: plain nets. A from N(0, 0.01^2) and from Glorot; D from N(0, 0.01^2), from the
+    # literal "variance 10^-2" (std 0.1), from Glorot, and from net A's layers.
+    "A-plain": dict(PLAIN, config="A", init="normal", init_std=0.01, epochs=12),
+    "A-plain-glorot": dict(PLAIN, config="A", init="glorot", epochs=12),
+    "D-plain": dict(PLAIN, config="D", init="normal", init_std=0.01),
+    "D-plain-std0.1": dict(PLAIN, config="D", init="normal", init_std=0.1),
+    "D-plain-glorot": dict(PLAIN, config="D", init="glorot"),
+    "D-plain-fromA": dict(PLAIN, config="D", init="from_run", init_std=0.01, init_source="A-plain-glorot"),
+}
+
+# The comparisons of the paper, each a named set of runs (label -> run name).
+SETS: dict[str, dict[str, str]] = {
+    "DEPTH": {"A (11)": "A", "B (13)": "B", "D (16)": "D", "E (19)": "E"},
+    "LRN": {"A": "A", "A-LRN": "A-LRN"},
+    "FILTERS": {"B: 3x3 pairs": "B", "B-5x5": "B-5x5"},
+    "ONE_BY_ONE": {"C: 1x1": "C", "D: 3x3": "D"},
+    "SCALE": {"S=256": "D", "S=384": "D-S384", "S=[256,512]": "D-S256-512"},
+    "INIT": {"A, N(0, 0.01^2)": "A-plain", "A, Glorot": "A-plain-glorot",
+             "D, N(0, 0.01^2)": "D-plain", "D, N(0, 0.1^2)": "D-plain-std0.1",
+             "D, Glorot": "D-plain-glorot", "D, from A": "D-plain-fromA"},
+}
+TABLE3 = ("A", "A-LRN", "B", "B-5x5", "C", "D", "E")
+
+# Evaluations on the validation split (10,000 images; multi-crop on a 5,000-image subset):
+# (method, scales, number of images or None). "paper" = the three test scales of Sect. 4.2,
+# "train" = the single test scale of Sect. 4.1 (S, or the middle of the jitter range).
+MULTI_CROP_IMAGES = 5_000
+EVALS: dict[str, list[tuple]] = {
+    **{name: [("dense", "paper", None), ("dense", "train", None)] for name in TABLE3 + ("D-S384",)},
+    "D-S256-512": [("dense", "paper", None), ("dense", "train", None),
+                   ("dense", "paper", MULTI_CROP_IMAGES), ("multi_crop", "paper", MULTI_CROP_IMAGES)],
+}
+# Appendix B in miniature: fc7 descriptors of the Fashion-MNIST nets (and of an untrained D with
+# the same architecture) on `shapes`, a data set none of them saw, scored by a linear SVM.
+TRANSFER_SOURCES = ("A", "D", "E", "random D")
+TRANSFER_TARGET = dict(dataset="shapes", train=4_000, test=2_000, image_size=64)
+
+# Scheduling order: what the chapters need most comes first.
+ORDER = ("A", "D", "B", "E", "D-S384", "D-S256-512", "C", "A-LRN", "B-5x5", "A-plain-glorot",
+         "A-plain", "D-plain", "D-plain-std0.1", "D-plain-glorot", "D-plain-fromA")
+assert sorted(ORDER) == sorted(RUNS)
+VERIFY = ("A", 0)  # the cheapest reference run, re-trained by the book build
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def results_root(root=None) -> Path:
+    """``root``, else ``$VGG_LIB_RESULTS``, else ``results/`` of the repository."""
+    return Path(root or os.environ.get("VGG_LIB_RESULTS") or repo_root() / "results").expanduser()
+
+
+def work_root(root=None) -> Path:
+    """Where the reference runs keep their checkpoints (ignored by git)."""
+    base = Path(root or os.environ.get("VGG_LIB_RUNS") or repo_root() / "runs").expanduser()
+    return base / "reference"
+
+
+def folder_name(name: str, seed: int) -> str:
+    return f"{name}-s{seed}"
+
+
+# --- the training command --------------------------------------------------------------------
+
+def train_params(name: str, seed: int, work=None) -> dict:
+    """The TrainConfig fields of run ``name`` with ``seed`` (dependencies as run folders)."""
+    if name not in RUNS:
+        raise ValueError(f"run {name!r} is unknown; the reference runs are: {', '.join(RUNS)}")
+    p = {**RECIPE, **RUNS[name], "seed": seed}
+    for key in ("init_run", "init_source"):
+        if p.get(key) is not None:
+            p[key] = str(work_root(work) / folder_name(p[key], seed))
+    p["run_dir"] = str(work_root(work) / folder_name(name, seed))
+    return p
+
+
+def dependencies(name: str) -> list[str]:
+    return [RUNS[name][k] for k in ("init_run", "init_source") if RUNS[name].get(k)]
+
+
+def train_command(name: str, seed: int, work=None) -> list[str]:
+    """``python -m vgg_lib.train ...`` for one run: what ``reproduce`` executes."""
+    cmd = [sys.executable, "-m", "vgg_lib.train"]
+    for key, value in train_params(name, seed, work).items():
+        flag = f"--{key}"
+        if isinstance(value, bool):
+            cmd.append(flag if value else f"--no-{key}")
+        elif isinstance(value, list):
+            cmd += [flag, *map(str, value)]
+        elif value is not None:
+            cmd += [flag, str(value)]
+    return cmd
+
+
+def _display(cmd: list[str], work) -> str:
+    """The command as a user would type it: no interpreter path, no machine paths."""
+    text = " ".join(["python"] + cmd[1:])
+    return text.replace(str(work_root(work)), "runs/reference")
+
+
+# --- provenance --------------------------------------------------------------------------------
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "vgg_lib"], cwd=repo_root(),
+                               capture_output=True, text=True).stdout.strip()
+        return out + ("+modified" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(command: str, seconds: float, threads: int = 1, commit: str | None = None) -> dict:
+    import torch
+
+    return {"git_commit": commit or _git_commit(), "command": command, "cpu": _cpu_model(),
+            "cpu_count": os.cpu_count(), "threads": threads, "wall_seconds": round(seconds, 1),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "python": platform.python_version(), "torch": torch.__version__}
+
+
+# --- one run: train, export, evaluate ------------------------------------------------------------
+
+LIGHT_FILES = ("params.json", "metrics.csv", "summary.json")
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _status(folder: Path):
+    f = folder / "summary.json"
+    return json.loads(f.read_text()).get("status") if f.is_file() else None
+
+
+def train_run(name: str, seed: int, results=None, work=None, log=print) -> Path:
+    """Train run ``name``/``seed`` (reusing a finished checkpoint) and export its light files."""
+    work_dir = Path(train_params(name, seed, work)["run_dir"])
+    out = results_root(results) / folder_name(name, seed)
+    if _status(work_dir) == "finished" and _status(out) == "finished":
+        return out
+    cmd = train_command(name, seed, work)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    commit = _git_commit()  # the code the run starts with
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=repo_root())
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0 or _status(work_dir) != "finished":
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise RuntimeError(f"training {folder_name(name, seed)} failed: {tail[0]}")
+    out.mkdir(parents=True, exist_ok=True)
+    for f in LIGHT_FILES:
+        shutil.copyfile(work_dir / f, out / f)
+    params = json.loads((out / "params.json").read_text())
+    for key in ("run_dir", "init_run", "init_source", "data_root"):  # no machine paths in git
+        if params.get(key):
+            params[key] = str(params[key]).replace(str(work_root(work)), "runs/reference")
+    _write_json(out / "params.json", params)
+    if not (out / "provenance.json").is_file() or seconds > 5:  # keep the training's own record
+        _write_json(out / "provenance.json", provenance(_display(cmd, work), seconds, commit=commit))
+    log(f"trained {folder_name(name, seed)} in {seconds:.0f} s")
+    return out
+
+
+def test_scales(S, crop: int, scales) -> tuple[int, ...]:
+    """``"paper"``: the three scales of Sect. 4.2; ``"train"``: the single scale of Sect. 4.1
+    (S, or the middle of the jitter range); otherwise the given ints."""
+    from .evaluate import paper_test_scales
+
+    if scales == "paper":
+        return paper_test_scales(S, crop=crop)
+    if scales == "train":
+        return (S,) if isinstance(S, int) else (int(round((S[0] + S[1]) / 2)),)
+    return tuple(int(q) for q in scales)
+
+
+def eval_tag(method: str, scales, size=None) -> str:
+    s = scales if isinstance(scales, str) else "-".join(map(str, scales))
+    return f"{method}_{s}" + ("" if size is None else f"_n{size}")
+
+
+def evaluate_run(name: str, seed: int, method: str, scales="paper", size=None, results=None,
+                 work=None, log=print) -> Path:
+    """Evaluate a trained reference run on the validation split; writes ``eval_<tag>.json`` and
+    ``posteriors_<tag>.npz`` (float16) into its results folder."""
+    import torch
+
+    from . import data
+    from . import evaluate as E
+    from .train import load_run
+
+    out = results_root(results) / folder_name(name, seed)
+    tag = eval_tag(method, scales, size)
+    target = out / f"eval_{tag}.json"
+    if target.is_file():
+        return target
+    torch.set_num_threads(1)
+    commit = _git_commit()
+    run = load_run(train_params(name, seed, work)["run_dir"])
+    qs = test_scales(run.S, run.crop, scales)
+    p = run.params
+    val = data.build_dataset(p["dataset"], "val", root=p.get("data_root"), size=size)
+    t0 = time.perf_counter()
+    ev = E.evaluate(run.model, val, method, qs, mean=run.mean, pixel_scale=run.pixel_scale,
+                    batch_size=64)
+    seconds = time.perf_counter() - t0
+    np.savez_compressed(out / f"posteriors_{tag}.npz", posteriors=ev.posteriors.numpy().astype(np.float16),
+                        labels=ev.labels.numpy().astype(np.int16))
+    cmd = f"python -m vgg_lib.experiments evaluate {name} {seed} {method} {scales}" + (
+        f" --size {size}" if size else "")
+    _write_json(target, {**ev.summary(), "dataset": p["dataset"], "split": "val",
+                         "provenance": provenance(cmd, seconds, commit=commit)})
+    log(f"evaluated {folder_name(name, seed)} {tag}: top-1 {ev.top1:.2f}% in {seconds:.0f} s")
+    return target
+
+
+def transfer_data():
+    """The target's training and test sets (drawn once, cached by ``vgg_lib.data``)."""
+    from . import data
+
+    t = TRANSFER_TARGET
+    return (data.build_dataset(t["dataset"], "train", size=t["train"], image_size=t["image_size"]),
+            data.build_dataset(t["dataset"], "test", size=t["test"], image_size=t["image_size"]))
+
+
+def transfer_run(source: str, seed: int, results=None, work=None, log=print) -> Path:
+    """Appendix B for one source net: stacked fc7 descriptors at Q = 37, 55, 73 (the paper's
+    256, 384, 512), from which the single-scale and averaged variants follow; a linear SVM
+    (C = 1) per variant; mean class recall in percent into ``results/transfer/``."""
+    import torch
+    from sklearn.preprocessing import normalize
+
+    from . import transfer as T
+    from .models import vgg
+    from .train import load_run
+
+    out = results_root(results) / "transfer" / f"{source.replace(' ', '-')}-s{seed}.json"
+    if out.is_file():
+        return out
+    torch.set_num_threads(1)
+    commit = _git_commit()
+    if source.startswith("random "):  # the architecture alone: Glorot weights, never trained
+        trained = load_run(train_params(source.split()[1], seed, work)["run_dir"])
+        torch.manual_seed(seed)
+        model = vgg(trained.model.config, num_classes=trained.model.num_classes, width=trained.model.width,
+                    batch_norm=trained.model.batch_norm, input_size=trained.crop, pools=trained.model.pools,
+                    init="glorot").eval()
+        run = trained
+    else:
+        run = load_run(train_params(source, seed, work)["run_dir"])
+        model = run.model
+    train_set, test_set = transfer_data()
+    qs = T.paper_scales(model)
+    t0 = time.perf_counter()
+    kw = dict(scales=qs, aggregate="stack", mean=run.mean, pixel_scale=run.pixel_scale, batch_size=128,
+              progress=False, return_labels=True)
+    (xtr, ytr), (xte, yte) = T.extract_features(model, train_set, **kw), T.extract_features(model, test_set, **kw)
+
+    def variants(stacked):
+        blocks = stacked.reshape(len(stacked), len(qs), -1)
+        return {f"single scale (Q={qs[0]})": normalize(blocks[:, 0]),
+                "three scales, averaged": normalize(blocks.mean(1)), "three scales, stacked": stacked}
+
+    vtr, vte = variants(xtr), variants(xte)
+    scores = {k: T.linear_svm(vtr[k], ytr, vte[k], yte, C=1.0).mean_class_recall for k in vtr}
+    seconds = time.perf_counter() - t0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = f"python -m vgg_lib.experiments transfer '{source}' {seed}"
+    _write_json(out, {"source": source, "seed": seed, "target": TRANSFER_TARGET, "scales": list(qs),
+                      "mean_class_recall": scores, "unit": "percent", "fc7_units": int(xtr.shape[1] // len(qs)),
+                      "provenance": provenance(cmd, seconds, commit=commit)})
+    log(f"transfer {source} s{seed}: " + ", ".join(f"{k} {v:.1f}" for k, v in scores.items()))
+    return out
+
+
+# --- the grid ------------------------------------------------------------------------------------
+
+def tasks(names=None, seeds=SEEDS) -> list[tuple]:
+    """Every (kind, name, seed, spec) of the grid, in scheduling order."""
+    names = ORDER if names is None else names
+    out = []
+    for name in names:
+        for seed in seeds:
+            out.append(("train", name, seed, None))
+            out += [("eval", name, seed, spec) for spec in EVALS.get(name, [])]
+    for source in TRANSFER_SOURCES:
+        base = source.split()[-1]
+        if base in names:
+            out += [("transfer", source, seed, None) for seed in seeds]
+    return out
+
+
+def reproduce(names=None, seeds=SEEDS, jobs: int = 2, results=None, work=None) -> list[str]:
+    """Run the grid with ``jobs`` processes of one thread each; a task starts when what it
+    needs is done; finished runs and evaluations are reused. Returns the failures."""
+    todo = tasks(names, seeds)
+    done, failed, running = set(), [], set()
+    lock = threading.Condition()
+
+    def needs(t):
+        kind, name, seed, _ = t
+        if kind == "eval":
+            return {("train", name, seed)}
+        if kind == "transfer":
+            return {("train", name.split()[-1], seed)}
+        return {("train", d, seed) for d in dependencies(name)}
+
+    def key(t):
+        return t[:3] if t[0] != "eval" else t
+
+    def work_on(t):
+        kind, name, seed, spec = t
+        try:
+            if kind == "train":
+                train_run(name, seed, results, work)
+            elif kind == "transfer":
+                transfer_run(name, seed, results, work)
+            else:
+                evaluate_run(name, seed, *spec, results=results, work=work)
+            ok = True
+        except Exception as e:  # noqa: BLE001 - recorded, the rest of the grid goes on
+            print(f"FAILED {kind} {folder_name(name, seed)} {spec or ''}: {e}", flush=True)
+            ok = False
+        with lock:
+            running.discard(key(t))
+            (done.add(key(t)) if ok else failed.append(f"{kind} {folder_name(name, seed)} {spec or ''}"))
+            lock.notify_all()
+
+    pending = list(todo)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        with lock:
+            while pending:
+                ready = [t for t in pending if needs(t) <= done]
+                dead = [t for t in pending if any(_failed_key(n, failed) for n in needs(t))]
+                for t in dead:
+                    pending.remove(t)
+                    failed.append(f"skipped {t[0]} {folder_name(t[1], t[2])}: a dependency failed")
+                if ready and len(running) < max(1, jobs):
+                    t = ready[0]
+                    pending.remove(t)
+                    running.add(key(t))
+                    pool.submit(work_on, t)
+                elif pending or running:
+                    lock.wait(timeout=5)
+    print(f"grid finished in {time.perf_counter() - t0:.0f} s; {len(failed)} failures", flush=True)
+    return failed
+
+
+def _failed_key(need, failed) -> bool:
+    kind, name, seed = need
+    return any(f.startswith(f"{kind} {folder_name(name, seed)} ") for f in failed)
+
+
+# --- reading the results (the chapters) -----------------------------------------------------------
+
+def load(name: str, seed: int, results=None) -> dict:
+    """params, summary, metrics (DataFrame), provenance and evaluations of one reference run."""
+    import pandas as pd
+
+    folder = results_root(results) / folder_name(name, seed)
+    if _status(folder) != "finished":
+        raise FileNotFoundError(f"reference run {folder_name(name, seed)} is not in "
+                                f"{results_root(results)}: run `make reproduce` (or "
+                                f"python -m vgg_lib.experiments reproduce --runs {name})")
+    read = lambda f: json.loads((folder / f).read_text())  # noqa: E731
+    evals = {p.stem[len("eval_"):]: json.loads(p.read_text()) for p in sorted(folder.glob("eval_*.json"))}
+    return {"params": read("params.json"), "summary": read("summary.json"),
+            "metrics": pd.read_csv(folder / "metrics.csv"), "provenance": read("provenance.json"),
+            "evals": evals, "folder": folder}
+
+
+def posteriors(name: str, seed: int, tag: str, results=None):
+    """(posteriors float32 (N, classes), labels) saved by ``evaluate_run``."""
+    f = np.load(results_root(results) / folder_name(name, seed) / f"posteriors_{tag}.npz")
+    return f["posteriors"].astype(np.float32), f["labels"].astype(np.int64)
+
+
+def table(set_name: str, seeds=SEEDS, results=None):
+    """One row per (label, seed) of a named set: final validation errors in percent (centre
+    crop at Q = S, the single-scale test of Sect. 4.1), epochs, lr decreases, stop reason."""
+    import pandas as pd
+
+    rows = []
+    for label, name in SETS[set_name].items():
+        for seed in seeds:
+            r = load(name, seed, results)
+            s, m = r["summary"], r["metrics"]
+            rows.append({"label": label, "run": name, "seed": seed, "config": r["params"]["config"],
+                         "top1_err": 100 * s["val_top1_err"], "top5_err": 100 * s["val_top5_err"],
+                         "epochs": int(s["epochs_done"]), "lr_decreases": s.get("lr_decreases"),
+                         "stop": s.get("stop_reason"), "first_epoch_top1": 100 * m.val_top1_err.iloc[0],
+                         "minutes": s["seconds"] / 60})
+    return pd.DataFrame(rows)
+
+
+def summarise(df, by: str = "label", value: str = "top1_err"):
+    """Mean, standard deviation and number of seeds of ``value`` per ``by``."""
+    g = df.groupby(by, sort=False)[value]
+    return g.agg(["mean", "std", "count"]).rename(columns={"count": "seeds"})
+
+
+def difference(a, b, level: float = 0.95) -> dict:
+    """Mean of ``b`` minus mean of ``a`` with a Welch t confidence interval (seeds independent)."""
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = b.mean() - a.mean()
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = float(np.sqrt(va + vb))
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else 1.0
+    half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
+    return {"diff": float(d), "low": float(d - half), "high": float(d + half), "se": se}
+
+
+def verdict(diff: dict, better: str, worse: str, unit: str = "points") -> str:
+    """A sentence that follows from the interval: lower error is better."""
+    d, lo, hi = diff["diff"], diff["low"], diff["high"]
+    ci = f"{d:+.2f} {unit}, 95% CI [{lo:+.2f}, {hi:+.2f}]"
+    if hi < 0:
+        return f"{better} has the lower error ({ci}): the difference is significant at 95%."
+    if lo > 0:
+        return f"{better} has the *higher* error ({ci}): the opposite of the paper, significant at 95%."
+    return f"no significant difference between {worse} and {better} ({ci}): the interval contains 0."
+
+
+def compare(set_name: str, base: str, other: str, value: str = "top1_err", results=None) -> dict:
+    """``other`` minus ``base`` (labels of a set) over seeds: the error difference with its CI."""
+    df = table(set_name, results=results)
+    a = df[df.label == base][value]
+    b = df[df.label == other][value]
+    return difference(a, b)
+
+
+# --- verification (the book build re-runs one reference run) --------------------------------------
+
+def verify(name: str = VERIFY[0], seed: int = VERIFY[1], results=None, work=None) -> dict:
+    """Re-train run ``name``/``seed`` from its recorded parameters into a fresh folder and
+    compare its final validation errors with the committed ones. Agreement means within the
+    seed spread of that run (3 standard deviations over the committed seeds, at least 0.5
+    points). Raises ``AssertionError`` with both numbers otherwise."""
+    committed = load(name, seed, results)
+    spread = [100 * load(name, s, results)["summary"]["val_top1_err"] for s in SEEDS]
+    tol = max(3 * float(np.std(spread, ddof=1)), 0.5)
+    fresh_work = work_root(work).parent / "verify"
+    run_dir = fresh_work / "reference" / folder_name(name, seed)
+    cmd = train_command(name, seed, fresh_work)
+    if _status(run_dir) != "finished":
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=repo_root())
+        if proc.returncode != 0:
+            raise RuntimeError(f"verification run failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+    fresh = json.loads((run_dir / "summary.json").read_text())
+    ours, theirs = 100 * fresh["val_top1_err"], 100 * committed["summary"]["val_top1_err"]
+    result = {"run": folder_name(name, seed), "committed_top1": theirs, "fresh_top1": ours,
+              "difference": ours - theirs, "tolerance": tol, "seed_values": spread,
+              "committed_epochs": committed["summary"]["epochs_done"], "fresh_epochs": fresh["epochs_done"]}
+    if abs(ours - theirs) > tol:
+        raise AssertionError(f"reference run {folder_name(name, seed)} does not reproduce: committed "
+                             f"top-1 error {theirs:.2f}%, re-run {ours:.2f}% (difference "
+                             f"{ours - theirs:+.2f} > tolerance {tol:.2f} points)")
+    return result
+
+
+# --- command line -------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vgg_lib.experiments", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("reproduce", help="run the reference grid (resumable; finished runs reused)")
+    r.add_argument("--runs", nargs="+", choices=list(RUNS), help="only these runs (and what they need)")
+    r.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    r.add_argument("--jobs", type=int, default=2, help="parallel processes, one thread each")
+    e = sub.add_parser("evaluate", help="evaluate one trained reference run")
+    e.add_argument("name", choices=list(RUNS))
+    e.add_argument("seed", type=int)
+    e.add_argument("method")
+    e.add_argument("scales", default="paper")
+    e.add_argument("--size", type=int)
+    t = sub.add_parser("transfer", help="Appendix B features of one source net on shapes")
+    t.add_argument("source", choices=list(TRANSFER_SOURCES))
+    t.add_argument("seed", type=int)
+    sub.add_parser("verify", help=f"re-train {folder_name(*VERIFY)} and compare with results/")
+    args = p.parse_args(argv)
+    if args.cmd == "reproduce":
+        names = None
+        if args.runs:
+            wanted, stack = set(), list(args.runs)
+            while stack:
+                n = stack.pop()
+                if n not in wanted:
+                    wanted.add(n)
+                    stack += dependencies(n)
+            names = [n for n in ORDER if n in wanted]
+        failures = reproduce(names, tuple(args.seeds), args.jobs)
+        for f in failures:
+            print(f, file=sys.stderr)
+        return 1 if failures else 0
+    if args.cmd == "evaluate":
+        scales = args.scales if args.scales in ("paper", "train") else [int(q) for q in args.scales.split(",")]
+        evaluate_run(args.name, args.seed, args.method, scales, args.size)
+        return 0
+    if args.cmd == "transfer":
+        transfer_run(args.source, args.seed)
+        return 0
+    print(json.dumps(verify(), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def paired_difference(a, b, level: float = 0.95) -> dict:
+    """Mean of ``b - a`` over seeds where ``a`` and ``b`` come from the same nets (e.g. two test
+    methods on each seed's net), with a t confidence interval on the paired differences."""
+    from scipy import stats
+
+    d = np.asarray(b, float) - np.asarray(a, float)
+    se = float(d.std(ddof=1) / np.sqrt(len(d)))
+    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * se)
+    return {"diff": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half), "se": se}
+
+
+def paper_table3(config: str, train_S: str = "256") -> tuple[float, float]:
+    """(top-1, top-5) validation error of Table 3 for a config and training scale."""
+    from . import paper
+
+    t = paper.table(3)
+    row = t[(t.config == config) & (t.train_S.astype(str) == train_S)]
+    return (float("nan"), float("nan")) if row.empty else tuple(float(v) for v in row.iloc[0][["top1_val_error", "top5_val_error"]])
+
+
+def beside_paper(set_name: str, paper_top1: dict, results=None):
+    """Mean, std and seeds of our top-1 error per label of a set, beside the paper's top-1."""
+    out = summarise(table(set_name, results=results)).round(2)
+    out.columns = ["top-1 mean (%)", "top-1 std", "seeds"]
+    out["paper top-1 (%)"] = [paper_top1.get(k, float("nan")) for k in out.index]
+    return out
+
+
+# --- Tables 4-6 from the committed evaluations (shared by Testing, Fusion and Reproduction) ------
+
+# The nets evaluated densely, by the label the chapters show.
+EVALUATED = {"A": "A", "A-LRN": "A-LRN", "B": "B", "B-5x5": "B-5x5", "C": "C", "D": "D", "E": "E",
+             "D, S=384": "D-S384", "D, S=[256,512]": "D-S256-512"}
+# The paper's (config, training scale) of each label, where Tables 3-4 have it.
+PAPER_OF = {"A": ("A", "256"), "A-LRN": ("A-LRN", "256"), "B": ("B", "256"), "C": ("C", "256"),
+            "D": ("D", "256"), "E": ("E", "256"), "D, S=384": ("D", "384"),
+            "D, S=[256,512]": ("D", "256-512")}
+
+
+def evaluations(results=None):
+    """One row per evaluated net and seed: top-1 error (%) of the centre crop at the training
+    scale (from training), dense at that scale (Sect. 4.1) and dense at three scales (4.2)."""
+    import pandas as pd
+
+    rows = []
+    for label, name in EVALUATED.items():
+        for seed in SEEDS:
+            r = load(name, seed, results)
+            S = r["params"]["S"]
+            ev = {k: v["top1_error"] for k, v in r["evals"].items()}
+            rows.append({"net": label, "run": name, "seed": seed, "S": str(S),
+                         "three Q": ",".join(map(str, test_scales(S, CROP, "paper"))),
+                         "centre crop, single Q": 100 * r["summary"]["val_top1_err"],
+                         "dense, single Q": ev[eval_tag("dense", "train")],
+                         "dense, three Q": ev[eval_tag("dense", "paper")]})
+    return pd.DataFrame(rows)
+
+
+def paired_table(df, before: str, after: str, paper_diff: dict | None = None):
+    """Per net, ``after - before`` over seeds (paired), with the 95% interval and the paper's."""
+    import pandas as pd
+
+    rows = []
+    for label, e in df.groupby("net", sort=False):
+        d = paired_difference(e[before], e[after])
+        rows.append({"net": label, "ours": d["diff"], "95% CI low": d["low"], "95% CI high": d["high"],
+                     "paper": (paper_diff or {}).get(label, float("nan"))})
+    return pd.DataFrame(rows).set_index("net")
+
+
+def paper_multi_scale_gain() -> dict:
+    """Table 4 minus Table 3 (top-1, dense) per label of ``EVALUATED`` where both exist."""
+    from . import paper
+
+    t3, t4 = paper.table(3), paper.table(4)
+    out = {}
+    for label, (config, S) in PAPER_OF.items():
+        a = t3[(t3.config == config) & (t3.train_S.astype(str) == S)].top1_val_error
+        b = t4[(t4.config == config) & (t4.train_S.astype(str) == S)].top1_val_error
+        if len(a) and len(b):
+            out[label] = float(b.iloc[0] - a.iloc[0])
+    return out
+
+
+TABLE5_METHODS = ("dense", "multi-crop", "multi-crop & dense")
+
+
+def table5(name: str = "D-S256-512", results=None):
+    """Top-1 error (%) per seed of dense, multi-crop and both (Sect. 4.3) at the three scales,
+    on the same ``MULTI_CROP_IMAGES`` validation images."""
+    import pandas as pd
+
+    from .evaluate import topk_error
+
+    rows = []
+    for seed in SEEDS:
+        pd_, y = posteriors(name, seed, eval_tag("dense", "paper", MULTI_CROP_IMAGES), results)
+        pc, y2 = posteriors(name, seed, eval_tag("multi_crop", "paper", MULTI_CROP_IMAGES), results)
+        if not (y == y2).all():
+            raise ValueError(f"{folder_name(name, seed)}: dense and multi-crop scored different images")
+        for method, p in zip(TABLE5_METHODS, (pd_, pc, (pd_ + pc) / 2)):
+            rows.append({"seed": seed, "method": method, "top1_err": topk_error(p, y, 1)})
+    return pd.DataFrame(rows).pivot(index="seed", columns="method", values="top1_err")[list(TABLE5_METHODS)]
+
+
+FUSION_MEMBERS = ("A", "A-LRN", "B", "B-5x5", "C", "D", "E", "D-S384", "D-S256-512")
+ENSEMBLES = {"D (jittered) + E": ("D-S256-512", "E"), "D + E": ("D", "E"),
+             "C, D, E, D-S384, D jittered, B, A": ("C", "D", "E", "D-S384", "D-S256-512", "B", "A"),
+             "all nine nets": FUSION_MEMBERS}
+
+
+def fusion_table(ensembles=None, results=None):
+    """Top-1 error (%) per ensemble (rows) and seed (columns) of the fused dense three-scale
+    posteriors (Sect. 4.4); the first row is the best single net of each seed."""
+    import pandas as pd
+
+    from .evaluate import fuse, topk_error
+
+    ensembles = ENSEMBLES if ensembles is None else ensembles
+    tag = eval_tag("dense", "paper")
+    out = {}
+    for seed in SEEDS:
+        post = {n: posteriors(n, seed, tag, results) for n in FUSION_MEMBERS}
+        y = post[FUSION_MEMBERS[0]][1]
+        col = {"best single net": min(topk_error(p, y, 1) for p, _ in post.values())}
+        for name, members in ensembles.items():
+            col[name] = topk_error(fuse([post[m][0] for m in members]), y, 1)
+        out[seed] = col
+    return pd.DataFrame(out)
+
+
+def grid_wall_time(results=None) -> dict:
+    """First start, last end and wall hours of the grid, from every provenance record."""
+    spans = []
+    root = results_root(results)
+    for f in list(root.glob("*/provenance.json")) + list(root.glob("*/eval_*.json")) + list(root.glob("transfer/*.json")):
+        p = json.loads(f.read_text())
+        p = p.get("provenance", p)
+        end = datetime.fromisoformat(p["date"])
+        spans.append((end.timestamp() - p["wall_seconds"], end.timestamp(), p["wall_seconds"]))
+    if not spans:
+        raise FileNotFoundError(f"no provenance records under {root}")
+    start, end = min(s for s, _, _ in spans), max(e for _, e, _ in spans)
+    return {"records": len(spans), "wall_hours": (end - start) / 3600,
+            "cpu_hours": sum(w for _, _, w in spans) / 3600}
