@@ -290,7 +290,8 @@ def two_runs(tmp_path_factory):
 def test_evaluate_job_lists_its_parameters_with_their_meaning():
     import papermill
     params = papermill.inspect_notebook(str(EVAL_NOTEBOOK))
-    for name in ("run_dirs", "method", "scales", "dataset", "data_root", "split", "size", "device"):
+    for name in ("run_dirs", "method", "scales", "dataset", "data_root", "split", "size", "device",
+                 "workers", "amp"):
         assert params[name]["help"], name
 
 
@@ -300,7 +301,7 @@ def test_evaluate_job_writes_results_into_run_folders_and_fuses(two_runs):
     from vgg_lib.train import load_run
     root, (a, b) = two_runs
     job = jobs.run(EVAL_NOTEBOOK, {"run_dirs": f"{a},{b}", "method": "dense,multi_crop,dense_multi_crop",
-                                   "size": 12}, root=root / "jobs")
+                                   "size": 12, "workers": 1}, root=root / "jobs")
     assert (job / "evaluate.ipynb").is_file()
     # the paper's scales for S = 37 (256 scaled to 32 crops): 37 -/+ round(32 * 32 / 224)
     tag = "32-37-42_n12"
@@ -339,7 +340,8 @@ def test_evaluate_job_bad_values_fail_in_one_line(two_runs, tmp_path):
              ({"run_dirs": str(a), "method": "crops"},
               "method='crops' is not allowed: one of single_scale, dense, multi_crop, dense_multi_crop"),
              ({"run_dirs": str(a), "scales": "24,32"},
-              "scales='24,32' gives Q=24 for A, smaller than its crop 32: every test scale must be >= 32")]
+              "scales='24,32' gives Q=24 for A, smaller than its crop 32: every test scale must be >= 32"),
+             ({"run_dirs": str(a), "amp": "fp32"}, "amp='fp32' is not allowed: one of bf16, fp16, off or None")]
     for params, message in cases:
         with pytest.raises(jobs.JobError, match=re.escape(f"evaluate.ipynb failed: ConfigError: {message}")):
             jobs.run(EVAL_NOTEBOOK, params, root=tmp_path / "jobs")

@@ -489,7 +489,8 @@ def test_a_two_process_run_resumes_with_three_processes_and_with_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_torch_compile_smoke(tmp_path):
+def test_torch_compile_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(REPO / ".cache" / "torchinductor"))  # not /tmp
     path = train(tiny(tmp_path, "compiled", compile=True, max_steps=2, micro_batch=16))
     assert json.loads((path / "summary.json").read_text())["status"] == "finished"
     assert all(torch.isfinite(v).all() for v in weights(path).values())
