@@ -133,3 +133,21 @@ def test_compare_tab(page, artifacts):
     page.locator(".vgg-rfx").screenshot(path=str(artifacts / "explorer_static_compare.png"))
     page.click(".vgg-rfx .rfx-tab[data-tab='0']")
     assert not page.problems, "\n".join(page.problems)
+
+
+def test_coordinates_named_and_compare_labels_apart(page, artifacts):
+    page.select_option(".vgg-rfx .rfx-config", "D")
+    page.select_option(".vgg-rfx .rfx-layer", "conv5_3")
+    page.evaluate("() => document.querySelector('.vgg-rfx').vggRfx.setUnit([2, 9])")
+    assert page.inner_text(".vgg-rfx .rfx-pixel") == "(row 39.5, column 151.5)"
+    assert page.locator(".vgg-rfx .rfx-axes text").all_text_contents() == ["column 0 \u2192 223", "row 0 \u2192 223"]
+    page.click(".vgg-rfx .rfx-tab[data-tab='1']")
+    page.locator(".vgg-rfx .rfx-n").fill("4")
+    value = page.locator(".vgg-rfx .rfx-n-out").bounding_box()
+    label = page.locator(".vgg-rfx .rfx-c").locator("xpath=..").bounding_box()
+    assert page.inner_text(".vgg-rfx .rfx-n-out") == "4"
+    # "4" and "channels C" ran together; now at least a couple of characters apart, or on two lines
+    assert label["x"] - (value["x"] + value["width"]) >= 16 or label["y"] >= value["y"] + value["height"]
+    page.locator(".vgg-rfx").screenshot(path=str(artifacts / "explorer_static_compare_n4.png"))
+    page.click(".vgg-rfx .rfx-tab[data-tab='0']")
+    assert not page.problems, "\n".join(page.problems)

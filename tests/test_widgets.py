@@ -48,6 +48,16 @@ def test_explorer_shows_box_and_numbers(explorer):
     assert explorer.message == ""
 
 
+def test_coordinates_are_named_row_and_column(explorer):
+    explorer.select(config="D", layer="conv5_3", unit=(2, 9))
+    # unit (2, 9) of conv5_3: rows 7.5 + 2 * 16, columns 7.5 + 9 * 16
+    assert ('<span class="rfx-unit-rc">(2, 9)</span>, centred on input pixel '
+            '<span class="rfx-pixel">(row 39.5, column 151.5)</span>') in explorer.numbers_w.value
+    assert "<th>unit (row, column)</th>" in explorer.numbers_w.value
+    axes = explorer.view_w.value.split('class="rfx-axes"')[1]
+    assert "column 0 \u2192 223</text>" in axes and "rotate(90)\">row 0 \u2192 223</text>" in axes
+
+
 def test_grid_shows_unit_centres_spaced_by_the_jump(explorer):
     explorer.select(config="D", layer="pool5")
     dots = re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)"', explorer.view_w.value.split("rfx-grid")[1])
@@ -124,6 +134,8 @@ def test_load_image_rejects_bad_input():
 
 def test_compare_tab_uses_stack_vs_single(explorer):
     explorer.n_w.value, explorer.c_w.value = 3, 512
+    # the slider's readout and the next control's label stay apart (they ran together)
+    assert explorer.c_w.layout.margin and explorer.c_w.description == "channels C (in and out)"
     html = explorer.compare_w.value
     assert "7,077,888 = 27 C&sup2;" in html and "12,845,056 = 49 C&sup2;" in html
     assert '<span class="rfx-cmp-ratio">1.81</span>' in html

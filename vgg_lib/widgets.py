@@ -220,7 +220,8 @@ def render_view(row: dict, unit: tuple[int, int], input_size: int, photo: str,
              f'<defs>{_filter(uid + "-heat")}<clipPath id="{uid}-clip"><rect x="{-m - 0.5}" y="{-m - 0.5}" '
              f'width="{s + 2 * m}" height="{s + 2 * m}"/></clipPath></defs>',
              f'<rect x="{-m - 0.5}" y="{-m - 0.5}" width="{s + 2 * m}" height="{s + 2 * m}" fill="#e6e6e6"/>',
-             f'<image href="{photo}" x="-0.5" y="-0.5" width="{s}" height="{s}" preserveAspectRatio="none"/>']
+             f'<image href="{photo}" x="-0.5" y="-0.5" width="{s}" height="{s}" preserveAspectRatio="none"/>',
+             _axes_svg(s, m)]
     if erf is not None:
         uri, (x, y, w, h) = erf
         parts.append(f'<image class="rfx-erf" href="{uri}" x="{x - 0.5}" y="{y - 0.5}" width="{w}" '
@@ -233,6 +234,14 @@ def render_view(row: dict, unit: tuple[int, int], input_size: int, photo: str,
     parts.append(f'<circle class="rfx-unit" cx="{cx}" cy="{cy}" r="{max(1.5, s / 90):.2f}" fill="#00e5ff" '
                  'stroke="black" stroke-width="0.4"/></svg>')
     return "".join(parts)
+
+
+def _axes_svg(s: int, m: int) -> str:
+    """Which way rows and columns of pixels count, in the view's grey margin (image units)."""
+    f = m / 3.6
+    return (f'<g class="rfx-axes" font-size="{f:.1f}" fill="#444" pointer-events="none">'
+            f'<text x="-0.5" y="{-m / 4:.1f}">column 0 \u2192 {s - 1}</text>'
+            f'<text transform="translate({-m / 4 - f:.1f} -0.5) rotate(90)">row 0 \u2192 {s - 1}</text></g>')
 
 
 def _grid_svg(row: dict) -> str:
@@ -250,9 +259,10 @@ def render_numbers(row: dict, unit: tuple[int, int], note: str = "") -> str:
     cells = [("layer", f'<span class="rfx-layer-name">{html.escape(row["name"])}</span> ({row["kind"]})'),
              ("receptive field", f'<span class="rfx-size">{row["size"]}</span> x {row["size"]} pixels'),
              ("jump", f'<span class="rfx-jump">{row["jump"]}</span> pixels between unit centres'),
-             ("start", f'<span class="rfx-start">{row["start"]:g}</span> (centre of unit (0, 0))'),
+             ("start", f'<span class="rfx-start">{row["start"]:g}</span> (pixel row and column of unit (0, 0)\'s centre)'),
              ("feature map", f"{n} x {n} units"),
-             ("unit", f'({unit[0]}, {unit[1]}), centred on pixel ({cy:g}, {cx:g})'),
+             ("unit (row, column)", f'<span class="rfx-unit-rc">({unit[0]}, {unit[1]})</span>, centred on input '
+                                    f'pixel <span class="rfx-pixel">(row {cy:g}, column {cx:g})</span>'),
              ("parameters up to here", f'<span class="rfx-params">{row["params"]:,}</span>')]
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in cells)
     return f'<table class="rfx-numbers">{body}</table>' + (f'<p class="rfx-note">{note}</p>' if note else "")
@@ -441,8 +451,10 @@ class ReceptiveFieldExplorer:
         self.erf_w = w.Checkbox(True, description="effective receptive field", indent=False)
         self.grid_w = w.Checkbox(True, description="grid of unit centres (jump)", indent=False)
         self.view_w, self.numbers_w, self.message_w = w.HTML(), w.HTML(), w.HTML()
-        self.n_w = w.IntSlider(2, 1, 5, description="n (3x3 layers)")
-        self.c_w = w.Dropdown(options=[64, 128, 256, 512], value=512, description="channels C")
+        self.n_w = w.IntSlider(2, 1, 5, description="n (3x3 layers)", style={"description_width": "initial"})
+        # a margin, or the slider's readout ("4") runs into this label ("4 channels C")
+        self.c_w = w.Dropdown(options=[64, 128, 256, 512], value=512, description="channels C (in and out)",
+                              style={"description_width": "initial"}, layout=w.Layout(margin="0 0 0 2em"))
         self.compare_w = w.HTML()
         for widget, cls in ((self.config_w, "rfx-config"), (self.layer_w, "rfx-layer"), (self.row_w, "rfx-row"),
                             (self.col_w, "rfx-col"), (self.image_w, "rfx-image"), (self.view_w, "rfx-view-w"),

@@ -50,6 +50,14 @@ function vggRfxMount(root, data, initial) {
       '<feFuncA type="table" tableValues="0 0.55 0.8 0.9"/></feComponentTransfer></filter>';
   }
 
+  function axes() {   // which way rows and columns of pixels count, in the grey margin
+    var f = M / 3.6, one = function (x) { return (Math.round(x * 10) / 10).toString(); };
+    return '<g class="rfx-axes" font-size="' + one(f) + '" fill="#444" pointer-events="none">' +
+      '<text x="-0.5" y="' + one(-M / 4) + '">column 0 \u2192 ' + (S - 1) + '</text>' +
+      '<text transform="translate(' + one(-M / 4 - f) + ' -0.5) rotate(90)">row 0 \u2192 ' + (S - 1) +
+      '</text></g>';
+  }
+
   function view(row, u) {
     var c = centre(row, u), size = row.size, W = S + 2 * M, o = -M - 0.5;
     var h = ['<svg class="rfx-view" xmlns="http://www.w3.org/2000/svg" width="' + VIEW_PX + '" height="' +
@@ -58,7 +66,7 @@ function vggRfxMount(root, data, initial) {
       '" width="' + W + '" height="' + W + '"/></clipPath></defs>',
       '<rect x="' + o + '" y="' + o + '" width="' + W + '" height="' + W + '" fill="#e6e6e6"/>',
       '<image href="' + data.image + '" x="-0.5" y="-0.5" width="' + S + '" height="' + S +
-      '" preserveAspectRatio="none"/>'];
+      '" preserveAspectRatio="none"/>', axes()];
     var erf = data.configs[st.config].erf[row.name];
     if (st.erf && erf) {
       // precomputed for the centre unit: shift it by the offset of the chosen unit, then clip
@@ -91,9 +99,10 @@ function vggRfxMount(root, data, initial) {
     var cells = [["layer", '<span class="rfx-layer-name">' + esc(row.name) + '</span> (' + row.kind + ')'],
       ["receptive field", '<span class="rfx-size">' + row.size + '</span> x ' + row.size + ' pixels'],
       ["jump", '<span class="rfx-jump">' + row.jump + '</span> pixels between unit centres'],
-      ["start", '<span class="rfx-start">' + num(row.start) + '</span> (centre of unit (0, 0))'],
+      ["start", '<span class="rfx-start">' + num(row.start) + '</span> (pixel row and column of unit (0, 0)\'s centre)'],
       ["feature map", n + ' x ' + n + ' units'],
-      ["unit", '(' + u[0] + ', ' + u[1] + '), centred on pixel (' + num(c[0]) + ', ' + num(c[1]) + ')'],
+      ["unit (row, column)", '<span class="rfx-unit-rc">(' + u[0] + ', ' + u[1] + ')</span>, centred on input pixel ' +
+        '<span class="rfx-pixel">(row ' + num(c[0]) + ', column ' + num(c[1]) + ')</span>'],
       ["parameters up to here", '<span class="rfx-params">' + fmt(row.params) + '</span>']];
     return '<table class="rfx-numbers">' + cells.map(function (x) {
       return '<tr><th>' + x[0] + '</th><td>' + x[1] + '</td></tr>'; }).join("") + '</table>' +
@@ -146,9 +155,10 @@ function vggRfxMount(root, data, initial) {
     '<label><input type="checkbox" class="rfx-erf-on" checked> effective receptive field</label> ' +
     '<label><input type="checkbox" class="rfx-grid-on" checked> grid of unit centres (jump)</label>' +
     '<div class="rfx-numbers-box"></div></div></div></div>' +
-    '<div class="rfx-pane rfx-pane-1" hidden><label>n (3x3 layers) <input type="range" class="rfx-n" min="1" max="5" ' +
-    'value="2"> <output class="rfx-n-out">2</output></label> <label>channels C <select class="rfx-c">' +
-    opts(["64", "128", "256", "512"], "512") + '</select></label><div class="rfx-compare-box"></div></div>';
+    '<div class="rfx-pane rfx-pane-1" hidden><div class="rfx-cmp-controls"><label>n (3x3 layers) ' +
+    '<input type="range" class="rfx-n" min="1" max="5" value="2"> <output class="rfx-n-out">2</output></label>' +
+    '<label>channels C (in and out) <select class="rfx-c">' + opts(["64", "128", "256", "512"], "512") +
+    '</select></label></div><div class="rfx-compare-box"></div></div>';
   var $ = function (sel) { return root.querySelector(sel); };
 
   function fillLayers() {
