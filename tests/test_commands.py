@@ -6,7 +6,6 @@ book/intro.md is checked once its ImageNet command is the paper-size one (being 
 under issue 14: until then it is reported as skipped)."""
 
 import json
-import re
 import shlex
 from pathlib import Path
 
@@ -20,7 +19,21 @@ JOB = REPO / "book" / "jobs" / "train.ipynb"
 
 
 def _blocks(text: str) -> list[str]:
-    return re.findall(r"```(?:bash|sh|shell)?\n(.*?)```", text, flags=re.S)
+    """The shell code blocks (```bash, ```sh, ```shell or a bare fence) of a markdown text."""
+    blocks, current = [], None
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            if current is None:
+                current = [] if line.strip("` ") in ("", "bash", "sh", "shell") else False
+            else:
+                if current is not False:
+                    blocks.append("\n".join(current) + "\n")
+                current = None
+        elif current:
+            current.append(line)
+        elif current == []:
+            current = [line]
+    return blocks
 
 
 def _commands(text: str) -> list[list[str]]:
@@ -28,7 +41,10 @@ def _commands(text: str) -> list[list[str]]:
     out = []
     for block in _blocks(text):
         for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
+            try:
+                words = shlex.split(line, comments=True)
+            except ValueError:  # prose in a bare fence (the layout listing), not a command
+                continue
             if words:
                 out.append(words)
     return out
