@@ -9,7 +9,7 @@ flips). The multiply-adds of each are counted with forward hooks (conv and linea
 Target: multi-crop's measured time relative to dense is within 1.3x of its multiply-add ratio,
 i.e. the crops are batched and pay no per-crop Python overhead.
 
-    python benchmarks/eval_cost.py [--width 0.125] [--images 2] [--repeats 3]
+    python benchmarks/eval_cost.py [--width 0.125] [--images 2] [--repeats 3] [--device cuda]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def macs(net: nn.Module, x: torch.Tensor) -> int:
     layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     handles = [m.register_forward_hook(hook) for m in layers]
     with torch.no_grad():
-        net(x)
+        net(x.to(next(net.parameters()).device))
     for h in handles:
         h.remove()
     return total
@@ -70,14 +70,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; with 1 the CPU time of this thread is measured, which "
                          "other processes on a shared machine barely disturb (more: wall clock)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where the net runs (cuda: wall-clock time; results come back to the CPU, "
+                         "which waits for the GPU)")
     args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda: no CUDA GPU is available on this machine")
     torch.set_num_threads(args.threads)
-    clock = time.thread_time if args.threads == 1 else time.perf_counter
+    clock = time.thread_time if args.threads == 1 and args.device == "cpu" else time.perf_counter
 
     torch.manual_seed(0)
     # He init keeps activations O(1) through 16 layers, as in a trained net (the paper's
     # N(0, 0.01^2) shrinks them into denormal floats, which are slow on CPUs).
-    model = vgg("D", width=args.width, init="kaiming").eval()
+    model = vgg("D", width=args.width, init="kaiming").eval().to(args.device)
     crop = model.input_size
     fcn = E.fcn_of(model)
     images = torch.randn(args.images, 3, args.height, args.height * 4 // 3)
@@ -95,8 +100,8 @@ def main() -> None:
 
     print(f"VGG-D, width {args.width:g}, crop {crop}, {args.images} images of "
           f"{args.height}x{args.height * 4 // 3}, best of {args.repeats}, "
-          f"{torch.get_num_threads()} thread(s), "
-          f"{'CPU' if args.threads == 1 else 'wall-clock'} time\n")
+          f"{torch.get_num_threads()} thread(s), {args.device}, "
+          f"{'CPU' if clock is time.thread_time else 'wall-clock'} time\n")
     print("| Q | dense ms/img | multi-crop ms/img | time ratio | dense GMAC | multi-crop GMAC "
           "| MAC ratio | time ratio / MAC ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

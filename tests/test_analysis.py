@@ -129,3 +129,32 @@ def test_paper_tables():
     assert paper.table(6).top5_val_error.min() == 6.8
     with pytest.raises(ValueError, match=r"the paper has no table 8 here; available: \[1, 2"):
         paper.table(8)
+
+
+@pytest.mark.parametrize("name, size", [("A", 64), ("D", 96)])
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_training_memory_counts_what_autograd_keeps(name, size, amp):
+    """The activation estimate walked from layer_table equals the bytes autograd really saves
+    for the backward pass (measured on the CPU, where dropout masks are floats, not bools)."""
+    import contextlib
+
+    from vgg_lib.analysis import training_memory
+    torch.manual_seed(0)
+    net = vgg(name, num_classes=10, width=1 / 8, input_size=size).train()
+    params = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    saved = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext())
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        logits = net(torch.randn(4, 3, size, size))
+        torch.nn.functional.cross_entropy(logits.float(), torch.zeros(4, dtype=torch.long))
+    measured = sum(v for k, v in saved.items() if k not in params)
+    est = training_memory(net, 4, amp, mask_bytes=2 if amp == "bf16" else 4)
+    assert abs(est["activations"] + est["weight_copies"] - measured) <= 64  # the labels, the loss
+    assert est["total"] == sum(v for k, v in est.items() if k != "total")
+    assert training_memory(net, 8, amp)["activations"] > est["activations"]
+    with pytest.raises(ValueError, match="amp='fp32' is not allowed: one of bf16, fp16, off"):
+        training_memory(net, 4, "fp32")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as TF
 from PIL import Image
 
-from vgg_lib.data import (DATASETS, build_dataset, cache_dir, collate, rescale, rgb_statistics,
+from vgg_lib.data import (DATASETS, build_dataset, cache_dir, collate, normalise, rescale, rgb_statistics,
                           scaled_size, test_transform, train_transform)
 from vgg_lib.data import shapes, stats
 from vgg_lib.data.datasets import _decode
@@ -425,3 +425,23 @@ def test_statistics_of_an_image_folder_skip_corrupt_files(tmp_path, cache):
     np.testing.assert_allclose(st["mean"], pixels.mean(axis=0))
     with pytest.raises(RuntimeError, match="9.jpg"):
         rgb_statistics(build_dataset("imagefolder", "train", tmp_path), refresh=True)
+
+
+def test_split_many_equals_split_image_by_image():
+    """The batched training transform (what the DataLoader calls) gives the same uint8 crops
+    and offsets as one image at a time, for small images (rescaled together) and large ones
+    (the fused resized crop), sizes mixed; and normalise(split) is the transform's output."""
+    eigval, eigvec = torch.tensor([0.2, 0.02, 0.004]), torch.linalg.qr(torch.randn(3, 3))[0]
+    t = train_transform((32, 40), 32, MEAN, eigval, eigvec, pixel_scale=0.5)
+    sizes = [(40, 50), (40, 50), (50, 40), (180, 240), (40, 50), (200, 160)] * 3
+    imgs = [image(h, w, seed) for seed, (h, w) in enumerate(sizes)]
+    gens = lambda: [torch.Generator().manual_seed(k) for k in range(len(imgs))]  # noqa: E731
+    crops, offsets = t.split_many(imgs, gens())
+    assert crops.dtype == torch.uint8 and crops.shape == (18, 3, 32, 32) and offsets.shape == (18, 3)
+    for k, (img, g) in enumerate(zip(imgs, gens())):
+        c, o = t.split(img, g)
+        assert torch.equal(crops[k], c) and torch.equal(offsets[k], o), k
+        assert torch.equal(normalise(c, o, 0.5), t(img, torch.Generator().manual_seed(k)))
+    assert torch.equal(normalise(crops, offsets, 0.5)[3], t(imgs[3], torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match=r"normalise expects uint8 images"):
+        normalise(crops.float(), offsets)

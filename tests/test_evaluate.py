@@ -73,6 +73,20 @@ def test_fully_convolutional_copy_is_cached_until_weights_change():
     assert not torch.allclose(before, after)
 
 
+def test_a_float64_model_gives_the_float32_results(small):
+    # float64 stands in for a CUDA or bf16 model: its fully-convolutional copy and its inputs
+    # must follow the model's dtype (they used to be float32 and crashed in dense)
+    x = torch.randn(2, 3, 40, 52)
+    wide = vgg("A", num_classes=10, width=1 / 16, input_size=32, init="kaiming").eval()
+    wide.load_state_dict(small.state_dict())
+    wide = wide.double()
+    for method in ("dense", "multi_crop", "single_scale"):
+        p64 = getattr(E, method)(wide, x, [32, 48])
+        assert p64.dtype == torch.float32  # posteriors always come back as float32 on the CPU
+        torch.testing.assert_close(p64, getattr(E, method)(small, x, [32, 48]), atol=1e-5, rtol=1e-4)
+    assert next(E.fcn_of(wide).parameters()).dtype == torch.float64
+
+
 # --- multi-crop evaluation (Sect. 3.2, 4.3) -----------------------------------------------------
 
 def test_crop_positions_5x5_grid_with_corners_and_centre():
@@ -188,6 +202,35 @@ def test_evaluate_on_a_dataset_of_uint8_images(small):
     assert fused.top1 == r.top1
 
 
+def test_evaluate_at_scale_loader_workers_amp_and_dtype(small):
+    """evaluate's DataLoader (workers), device-side preprocessing and autocast: with amp off
+    the posteriors equal the plain method's exactly, whatever the workers; bf16 and a float64
+    model stay close."""
+    g = torch.Generator().manual_seed(3)
+    sizes = [(40, 48), (48, 40), (40, 48), (36, 36), (40, 48), (44, 52)]
+    data = [(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g), i % 3)
+            for i, (h, w) in enumerate(sizes)]
+    mean = (120.0, 110.0, 100.0)
+    for method in ("dense", "multi_crop"):
+        today = getattr(E, method)(small, [E.preprocess(x, mean, 1 / 64) for x, _ in data], [32, 40])
+        for workers in (0, 2):
+            r = E.evaluate(small, data, method, [32, 40], mean=mean, pixel_scale=1 / 64, batch_size=4,
+                           workers=workers)
+            assert torch.equal(r.posteriors, today), (method, workers)
+        bf16 = E.evaluate(small, data, method, [32, 40], mean=mean, pixel_scale=1 / 64, amp="bf16")
+        torch.testing.assert_close(bf16.posteriors, today, atol=2e-2, rtol=0)
+    wide = vgg("A", num_classes=10, width=1 / 16, input_size=32, init=None)
+    wide.load_state_dict(small.state_dict())
+    r64 = E.evaluate(wide.double().eval(), data, "dense", [32, 40], mean=mean, pixel_scale=1 / 64)
+    torch.testing.assert_close(r64.posteriors, E.evaluate(small, data, "dense", [32, 40], mean=mean,
+                                                          pixel_scale=1 / 64).posteriors, atol=1e-5, rtol=1e-4)
+    assert E._AMP.get() == "off"  # evaluate's autocast setting does not leak
+    with pytest.raises(ValueError, match=r"amp='fp32' is not allowed: one of bf16, fp16, off"):
+        E.evaluate(small, data, "dense", [32], mean=mean, amp="fp32")
+    with pytest.raises(ValueError, match=r"workers must be an int >= 0, got -1"):
+        E.evaluate(small, data, "dense", [32], mean=mean, workers=-1)
+
+
 def test_torchvision_preprocessing_matches_torchvision_normalize():
     from torchvision.transforms.v2 import functional as TF
     x = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
@@ -247,7 +290,8 @@ def two_runs(tmp_path_factory):
 def test_evaluate_job_lists_its_parameters_with_their_meaning():
     import papermill
     params = papermill.inspect_notebook(str(EVAL_NOTEBOOK))
-    for name in ("run_dirs", "method", "scales", "dataset", "data_root", "split", "size", "device"):
+    for name in ("run_dirs", "method", "scales", "dataset", "data_root", "split", "size", "device",
+                 "workers", "amp"):
         assert params[name]["help"], name
 
 
@@ -257,7 +301,7 @@ def test_evaluate_job_writes_results_into_run_folders_and_fuses(two_runs):
     from vgg_lib.train import load_run
     root, (a, b) = two_runs
     job = jobs.run(EVAL_NOTEBOOK, {"run_dirs": f"{a},{b}", "method": "dense,multi_crop,dense_multi_crop",
-                                   "size": 12}, root=root / "jobs")
+                                   "size": 12, "workers": 1}, root=root / "jobs")
     assert (job / "evaluate.ipynb").is_file()
     # the paper's scales for S = 37 (256 scaled to 32 crops): 37 -/+ round(32 * 32 / 224)
     tag = "32-37-42_n12"
@@ -296,7 +340,8 @@ def test_evaluate_job_bad_values_fail_in_one_line(two_runs, tmp_path):
              ({"run_dirs": str(a), "method": "crops"},
               "method='crops' is not allowed: one of single_scale, dense, multi_crop, dense_multi_crop"),
              ({"run_dirs": str(a), "scales": "24,32"},
-              "scales='24,32' gives Q=24 for A, smaller than its crop 32: every test scale must be >= 32")]
+              "scales='24,32' gives Q=24 for A, smaller than its crop 32: every test scale must be >= 32"),
+             ({"run_dirs": str(a), "amp": "fp32"}, "amp='fp32' is not allowed: one of bf16, fp16, off or None")]
     for params, message in cases:
         with pytest.raises(jobs.JobError, match=re.escape(f"evaluate.ipynb failed: ConfigError: {message}")):
             jobs.run(EVAL_NOTEBOOK, params, root=tmp_path / "jobs")

@@ -49,7 +49,7 @@ def test_notebook_lists_its_parameters_with_their_meaning():
 
     params = papermill.inspect_notebook(str(NOTEBOOK))
     for name in ("config", "dataset", "data_root", "epochs", "batch_size", "lr", "S", "Smin", "Smax", "width",
-                 "init", "init_run", "seed", "device", "workers", "compile", "run_dir"):
+                 "init", "init_run", "seed", "device", "workers", "compile", "amp", "run_dir"):
         assert params[name]["help"], name
     assert jobs.notebook_parameters(NOTEBOOK)["lr"] == 0.01
 

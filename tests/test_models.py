@@ -106,6 +106,18 @@ def test_fully_convolutional_equals_the_original_at_224():
     assert f.classifier.fc6.kernel_size == (7, 7) and f.classifier.fc7.kernel_size == (1, 1)
 
 
+@pytest.mark.parametrize("device, dtype", [("cpu", torch.float64), ("cpu", torch.bfloat16),
+                                           ("meta", torch.float32)])
+def test_fully_convolutional_keeps_the_models_device_and_dtype(device, dtype):
+    # float64, bf16 and the meta device stand in for a CUDA model: fc6..fc8 must follow it
+    m = vgg("A", num_classes=10, width=1 / 16, input_size=64).to(device, dtype)
+    f = fully_convolutional(m)
+    assert {(p.device.type, p.dtype) for p in f.parameters()} == {(device, dtype)}
+    if device == "cpu":
+        with torch.no_grad():
+            assert f.eval()(torch.zeros(1, 3, 96, 96, dtype=dtype)).shape == (1, 10, 2, 2)
+
+
 def test_fully_convolutional_full_size_class_score_map():
     m = vgg("A", init="normal").eval()
     with torch.no_grad():

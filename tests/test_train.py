@@ -310,3 +310,187 @@ def test_two_process_ddp_equals_one_process(tmp_path):
     a, b = (pd.read_csv(Path(p) / "metrics.csv") for p in (single, ddp.run_dir))
     assert a.val_top1_err.tolist() == b.val_top1_err.tolist()
     assert a.train_loss.tolist() == pytest.approx(b.train_loss.tolist(), abs=1e-5)
+
+
+# --- GPU readiness, tested on the CPU ------------------------------------------------------------
+
+def test_uint8_batches_normalised_on_the_device_give_todays_loss():
+    """Batches cross to the device as uint8 crops plus per-image offsets (mean minus colour
+    shift) and are normalised there: the same floats, hence the same loss, as the float32
+    transform applied image by image in the loader."""
+    from vgg_lib.data import build_dataset, rgb_statistics, train_transform
+    base = build_dataset("shapes", "train", size=16, image_size=40)
+    stats = rgb_statistics(base)
+    for pixel_scale in (1.0, 1 / 255):
+        t = train_transform((32, 48), 32, **stats, colour_std=0.1, pixel_scale=pixel_scale)
+        items = T._Augmented(base, t, seed=5)
+        keys = [(2, i) for i in range(16)]
+        images, offsets, labels = torch.utils.data.default_collate([items[k] for k in keys])
+        assert images.dtype == torch.uint8 and offsets.shape == (16, 3)
+        # what the DataLoader really calls: the whole batch at once, rescaled in one call
+        for a, b in zip(T._collate(items.__getitems__(keys)), (images, offsets, labels)):
+            assert torch.equal(a, b)
+        x = T._to_device(images, offsets, torch.device("cpu"), pixel_scale)
+        # today's path: the whole transform per image, float32 out of the loader
+        old = torch.stack([t(base[i][0], generator=torch.Generator().manual_seed(T._mix(5, 2, i)))
+                           for _, i in keys])
+        assert torch.equal(x, old)
+        torch.manual_seed(0)
+        net = vgg("A", num_classes=10, width=1 / 16, input_size=32).eval()
+        with torch.no_grad():
+            assert torch.equal(T.F.cross_entropy(net(x), labels), T.F.cross_entropy(net(old), labels))
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
+def test_amp_modes_train_on_the_cpu(tmp_path, amp):
+    path = train(tiny(tmp_path, amp, amp=amp, max_steps=2))
+    assert json.loads((path / "summary.json").read_text())["status"] == "finished"
+    assert json.loads((path / "params.json").read_text())["amp"] == amp
+    assert all(torch.isfinite(v).all() for v in weights(path).values())
+    if amp == "fp16":  # the gradient scaler's state is part of the checkpoint
+        assert T.load_checkpoint(path / "checkpoint.pt")["scaler"]["scale"] > 0
+
+
+def test_amp_and_workers_defaults_and_bad_values(no_data, monkeypatch):
+    cfg = TrainConfig()
+    assert cfg.amp is None and cfg.workers is None
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert T.resolved_amp(cfg, cpu) == "off" and T.resolved_amp(cfg, cuda) == "bf16"
+    assert T.resolved_amp(TrainConfig(amp="fp16"), cuda) == "fp16"
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(amp="fp32")
+    assert str(e.value) == "amp='fp32' is not allowed: one of bf16, fp16, off or None (bf16 on cuda, off on cpu)"
+    with pytest.raises(ConfigError, match=r"^workers=-1 is not allowed: an integer >= 0 or None$"):
+        TrainConfig(workers=-1)
+    # workers=None: none on the CPU; on CUDA the CPUs shared among the machine's GPUs, at most 8
+    assert T.default_workers(cpu) == 0
+    monkeypatch.setattr(T.os, "sched_getaffinity", lambda pid: set(range(96)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert T.default_workers(cuda) == 8
+    monkeypatch.setattr(T.os, "sched_getaffinity", lambda pid: set(range(24)), raising=False)
+    assert T.default_workers(cuda) == 3
+    monkeypatch.setattr(T.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert T.default_workers(cuda) == 1
+    assert T.parser().parse_args(["--amp", "fp16"]).amp == "fp16"
+    assert T.parser().parse_args([]).workers is None
+
+
+def test_a_skipped_step_changes_no_weight_and_no_momentum():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(5))
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=5e-4, fused=True)
+    w.grad = torch.ones(5)
+    T._sgd_step(opt, None, torch.tensor(0.0))  # a good step
+    before, momentum = w.detach().clone(), opt.state[w]["momentum_buffer"].clone()
+    w.grad = torch.full((5,), float("nan"))
+    T._sgd_step(opt, None, torch.tensor(1.0))  # a non-finite loss: skipped on the device
+    assert torch.equal(w.detach(), before) and torch.equal(opt.state[w]["momentum_buffer"], momentum)
+    w.grad = torch.ones(5)
+    T._sgd_step(opt, None, torch.tensor(0.0))
+    assert not torch.equal(w.detach(), before)
+    # fp16: a non-finite loss with finite gradients is skipped too (its gradients are poisoned)
+    scaler = torch.amp.GradScaler("cpu")
+    before = w.detach().clone()
+    loss = (w * 1e38).sum() * torch.tensor(float("inf"))
+    opt.zero_grad()
+    scaler.scale((w * 2).sum() * T._poison(loss)).backward()
+    T._sgd_step(opt, scaler, torch.tensor(1.0))
+    assert torch.equal(w.detach(), before)
+
+
+def test_host_reads_do_not_grow_with_the_number_of_steps(tmp_path, monkeypatch):
+    """No .item() or tensor construction per step or micro-batch: values are read from the
+    device once per SYNC_EVERY steps and once per epoch (counted in train.py's own frames)."""
+    reads = []
+    train_py = T.__file__
+
+    def counting(name):
+        real = getattr(torch.Tensor, name)
+
+        def read(self, *a, **k):
+            if sys._getframe(1).f_code.co_filename == train_py:
+                reads.append(name)
+            return real(self, *a, **k)
+        return read
+    for name in ("item", "tolist", "__int__", "__float__", "__bool__", "cpu", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    counts = {}
+    for steps in (2, 8):
+        reads.clear()
+        train(tiny(tmp_path, f"reads{steps}", train_size=32 * steps, micro_batch=8, epochs=1))
+        counts[steps] = len(reads)
+    assert counts[2] == counts[8] and counts[8] < 8, counts
+
+
+def test_old_checkpoints_rng_lists_with_cuda_states_are_read():
+    g = torch.Generator().manual_seed(3)
+    state = T._rng_state(g)
+    old = [dict(state, cuda=[torch.zeros(16, dtype=torch.uint8)] * 8), dict(state)]  # 2 ranks, 8 GPUs
+    other = torch.Generator().manual_seed(4)
+    T._set_rng_state(old, other)
+    assert torch.equal(other.get_state(), g.get_state())
+
+
+def _first_epoch_then_exit(rank, world, port, cfg):
+    """A torchrun-like process of a gloo run that dies right after the first checkpoint."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    real = T.EpochBatches.set_epoch
+
+    def set_epoch(self, epoch):
+        if epoch == 1:  # every process stops between epochs, as if the job were killed
+            os._exit(0)
+        real(self, epoch)
+    T.EpochBatches.set_epoch = set_epoch
+    train(TrainConfig(**cfg))
+
+
+def _torchrun(nproc, cfg, timeout=300):
+    args = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+            "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "vgg_lib.train",
+            "--device=cpu", "--no-progress"] + [
+        f"--{k}={v}" for k, v in cfg.to_dict().items()
+        if v is not None and k not in ("S", "progress", "device") and not isinstance(v, bool)]
+    return subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_a_two_process_run_resumes_with_three_processes_and_with_one(tmp_path):
+    """The checkpoint holds nothing per process or per GPU: a gloo run of 2 processes, stopped
+    after its first checkpoint, resumes with 3 processes and with 1 (no IndexError at rng[rank])
+    and, without dropout, ends where an uninterrupted run ends."""
+    import shutil
+
+    import torch.multiprocessing as mp
+    kw = dict(dropout=0.0, epochs=2, seed=3, patience=5)
+    reference = train(tiny(tmp_path, "reference", **kw))
+    stopped = tiny(tmp_path, "stopped", **kw)
+    mp.spawn(_first_epoch_then_exit, args=(2, _free_port(), {**stopped.to_dict(), "device": "cpu"}),
+             nprocs=2)
+    ckpt = T.load_checkpoint(Path(stopped.run_dir) / "checkpoint.pt")
+    assert (ckpt["epoch"], ckpt["world_size"]) == (1, 2)
+    assert json.loads((Path(stopped.run_dir) / "summary.json").read_text())["status"] == "running"
+    first = pd.read_csv(Path(stopped.run_dir) / "metrics.csv")
+    three, one = (tiny(tmp_path, name, **kw) for name in ("three", "one"))
+    for cfg in (three, one):
+        shutil.copytree(stopped.run_dir, cfg.run_dir)
+    out = _torchrun(3, three)
+    assert out.returncode == 0, out.stderr[-3000:]
+    train(one)
+    for cfg in (three, one):
+        path = Path(cfg.run_dir)
+        assert json.loads((path / "summary.json").read_text())["status"] == "finished"
+        metrics = pd.read_csv(path / "metrics.csv")
+        assert metrics.epoch.tolist() == [1, 2]
+        pd.testing.assert_frame_equal(metrics.iloc[:1], first)  # the first epoch is the saved one
+        assert_same_weights(weights(reference), weights(path), atol=1e-5)
+    assert json.loads((Path(three.run_dir) / "params.json").read_text())["world_size"] == 3
+
+
+@pytest.mark.slow
+def test_torch_compile_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(REPO / ".cache" / "torchinductor"))  # not /tmp
+    path = train(tiny(tmp_path, "compiled", compile=True, max_steps=2, micro_batch=16))
+    assert json.loads((path / "summary.json").read_text())["status"] == "finished"
+    assert all(torch.isfinite(v).all() for v in weights(path).values())

@@ -70,6 +70,20 @@ def test_flip_and_scale_aggregation_match_a_direct_computation(small, images):
     assert not np.allclose(no_flip, T.extract_features(small, images, [64], flip=True, **kw), atol=1e-3)
 
 
+def test_a_float64_model_gives_the_float32_features(small, images):
+    # float64 stands in for a CUDA model: conversions must keep the model's dtype and device
+    wide = vgg("A", num_classes=10, width=1 / 16, input_size=32, init=None)
+    wide.load_state_dict(small.state_dict())
+    wide = wide.double().eval()
+    for layer in ("fc7", "pool5"):
+        kw = dict(scales=[32, 48], layer=layer, mean=MEAN, batch_size=2, progress=False)
+        np.testing.assert_allclose(T.extract_features(wide, images, **kw),
+                                   T.extract_features(small, images, **kw), atol=1e-5, rtol=1e-4)
+    tuned = T.fine_tune(wide, images, num_classes=3, epochs=1, lr=0.1, batch_size=4, mean=MEAN, S=36,
+                        progress=False)
+    assert {p.dtype for p in tuned.parameters()} == {torch.float64}
+
+
 def test_images_of_several_sizes_keep_their_order_and_labels(small, images):
     from vgg_lib.data import rescale
     mixed = [images[0], (rescale(images[1][0][:, :, :24], 40), 7), images[2]]  # 53x40

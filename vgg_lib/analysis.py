@@ -246,3 +246,57 @@ def stack_vs_single(channels: int = 512, depths: tuple[int, ...] = (2, 3)) -> pd
     single_params = df.groupby("n")["params"].transform("max")
     df["relative_to_single"] = df["params"] / single_params
     return df
+
+
+# --- memory of a training step (for sizing GPU runs) ----------------------------------------------
+
+AMP_BYTES = {"bf16": 2, "fp16": 2, "off": 4}
+
+
+def training_memory(model: nn.Module, batch: int, amp: str = "bf16", input_size: int | None = None,
+                    ddp: bool = False, mask_bytes: int = 1) -> dict:
+    """Bytes one device holds to train ``model`` on ``batch`` images per forward pass with SGD
+    and momentum: an estimate walked from ``layer_table``, not a measurement.
+
+    * ``weights``, ``gradients``, ``momentum``: 4 bytes per parameter each (float32 masters);
+    * ``weight_copies``: autocast's bf16/fp16 copy of every conv and FC weight (amp only);
+    * ``ddp_buckets``: DistributedDataParallel's gradient buckets, 4 bytes per parameter;
+    * ``activations``: what autograd keeps from the forward pass for the backward pass, per
+      layer kind: the input; a conv's or FC's output (its in-place ReLU reuses it); a max-pool's
+      output and int64 argmax indices; a dropout's output and mask (``mask_bytes``: 1 on CUDA,
+      a float on the CPU); in ``amp``'s dtype (2 bytes) or float32. LRN and batch norm are
+      counted as two more copies of their input (approximate);
+    * ``backward_peak``: two of the largest layer outputs (a gradient and its input's gradient
+      live at once in the backward pass).
+
+    ``total`` sums them. Not included: the CUDA context and cuDNN workspaces (about 1-2 GB).
+    """
+    if amp not in AMP_BYTES:
+        raise ValueError(f"amp={amp!r} is not allowed: one of {', '.join(AMP_BYTES)}")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+    a = AMP_BYTES[amp]
+    t = layer_table(model, input_size=input_size, total=False)
+    size = input_size or getattr(model, "input_size", 224)
+    rows = list(t.itertuples())
+    per_image = 3 * size * size * a  # the input (its amp copy, which the first conv keeps)
+    largest = 0
+    for k, r in enumerate(rows):
+        n = int(np.prod(r.out_shape))
+        largest = max(largest, n * a)
+        if r.kind in ("conv", "fc"):
+            # fc8's output is not kept by fc8, but the loss keeps its float32 copy
+            per_image += n * (4 if k == len(rows) - 1 else a)
+        elif r.kind == "pool":
+            per_image += n * (a + 8)
+        elif r.kind == "dropout":
+            per_image += n * (a + mask_bytes)
+        elif r.kind in ("lrn", "batchnorm"):
+            per_image += 2 * n * a
+    params = count_params(model)
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    out = dict(weights=4 * params, gradients=4 * params, momentum=4 * params,
+               weight_copies=(2 * weights if a == 2 else 0), ddp_buckets=(4 * params if ddp else 0),
+               activations=batch * per_image, backward_peak=2 * batch * largest)
+    out["total"] = sum(out.values())
+    return out

@@ -25,6 +25,8 @@ run's ``mean`` and ``pixel_scale``; for torchvision's ImageNet weights (loaded w
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
 import weakref
 from collections import defaultdict
@@ -48,6 +50,11 @@ TORCHVISION_PREPROCESSING = dict(mean=tuple(255 * m for m in TORCHVISION_MEAN),
 # 32x32 on the book's small data, two 512x683 images. Bigger batches do not run faster on a CPU:
 # their activations spill out of the caches (50 crops per pass cost 1.6x more per crop).
 PIXEL_BUDGET = 16 * 224 * 224
+# On a GPU, big batches of crops are what keeps it busy: 256 crops of 224x224 per pass.
+GPU_PIXEL_BUDGET = 256 * 224 * 224
+AMP_CHOICES = ("bf16", "fp16", "off")
+# The autocast dtype of the forward passes, set by evaluate(amp=...) for the methods it calls.
+_AMP: contextvars.ContextVar = contextvars.ContextVar("vgg_lib_eval_amp", default="off")
 
 
 # --- preprocessing and geometry ----------------------------------------------------------------
@@ -60,10 +67,10 @@ def preprocess(images, mean, pixel_scale: float = 1.0, std=None):
     """
     if isinstance(images, (list, tuple)):
         return [preprocess(x, mean, pixel_scale, std) for x in images]
-    mean = torch.as_tensor(mean, dtype=torch.float32).reshape(3, 1, 1)
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device).reshape(3, 1, 1)
     x = (images.float() - mean) * float(pixel_scale)
     if std is not None:
-        x = x / torch.as_tensor(std, dtype=torch.float32).reshape(3, 1, 1)
+        x = x / torch.as_tensor(std, dtype=torch.float32, device=images.device).reshape(3, 1, 1)
     return x
 
 
@@ -168,7 +175,7 @@ def _fingerprint(model: nn.Module) -> tuple:
     # A tensor's _version grows with every in-place update (an optimiser step), so a model
     # trained further after conversion gets a fresh fully-convolutional copy.
     tensors = list(model.parameters()) + list(model.buffers())
-    return tuple((id(t), t._version, t.device) for t in tensors)
+    return tuple((id(t), t._version, t.device, t.dtype) for t in tensors)
 
 
 def fcn_of(model: VGG) -> nn.Module:
@@ -198,13 +205,31 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _dtype(model: nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def _autocast(device: torch.device):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(_AMP.get())
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
 @torch.no_grad()
 def _forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``net`` on ``x`` in chunks of at most ``PIXEL_BUDGET`` input pixels per pass."""
-    chunk = max(1, PIXEL_BUDGET // (x.shape[-2] * x.shape[-1]))
-    device = _device(net)
-    return torch.cat([net(x[i:i + chunk].to(device)).float().cpu()
-                      for i in range(0, len(x), chunk)])
+    """``net`` on ``x`` in chunks of at most ``PIXEL_BUDGET`` input pixels per pass
+    (``GPU_PIXEL_BUDGET`` on a GPU); inputs go to the net's device and dtype (channels-last on a
+    GPU), outputs come back as float32 on the CPU."""
+    device, dtype = _device(net), _dtype(net)
+    budget = GPU_PIXEL_BUDGET if device.type == "cuda" else PIXEL_BUDGET
+    chunk = max(1, budget // (x.shape[-2] * x.shape[-1]))
+    out = []
+    for i in range(0, len(x), chunk):
+        xc = x[i:i + chunk].to(device, dtype)
+        if device.type == "cuda":
+            xc = xc.contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            out.append(net(xc).float())
+    return torch.cat(out).cpu()
 
 
 def _groups(images) -> list[tuple[list[int], torch.Tensor]]:
@@ -255,10 +280,12 @@ def _check_scales(qs: list[int], crop: int, what: str) -> None:
                              f"allowed: Q >= {crop}")
 
 
-def _per_scale(fn: Callable, images, qs: list[int]) -> torch.Tensor:
-    """Run ``fn(batch, Q) -> (n, classes)`` on every size group and scale; mean over scales."""
+def _per_scale(fn: Callable, images, qs: list[int], device: torch.device) -> torch.Tensor:
+    """Run ``fn(batch, Q) -> (n, classes)`` on every size group and scale; mean over scales.
+    Each group goes to the model's ``device`` first: rescaling and crops happen there."""
     out = None
     for idx, batch in _groups(images):
+        batch = batch.to(device)
         p = torch.stack([fn(batch, q) for q in qs]).mean(0)
         if out is None:
             out = torch.empty(_num_images(images), p.shape[1])
@@ -287,7 +314,7 @@ def single_scale(model: VGG, images, Q, crop: int | None = None) -> torch.Tensor
         return F.softmax(_forward(fcn_of(model), x).mean((2, 3)), dim=1)
 
     with _eval_mode(model):
-        return _per_scale(one, images, qs)
+        return _per_scale(one, images, qs, _device(model))
 
 
 def score_map(model: VGG, images, Q: int) -> torch.Tensor:
@@ -297,7 +324,7 @@ def score_map(model: VGG, images, Q: int) -> torch.Tensor:
     batch = images[None] if images.dim() == 3 else images
     _check_images(batch)
     _check_scales(_scales(Q), model.input_size, "score_map")
-    return _forward(fcn_of(model), rescale(batch, Q))
+    return _forward(fcn_of(model), rescale(batch.to(_device(model)), Q))
 
 
 def dense(model: VGG, images, Q, flip: bool = True) -> torch.Tensor:
@@ -319,7 +346,7 @@ def dense(model: VGG, images, Q, flip: bool = True) -> torch.Tensor:
         p = F.softmax(_forward(fcn, x).mean((2, 3)), dim=1)
         return p.view(2, -1, p.shape[1]).mean(0) if flip else p
 
-    return _per_scale(one, images, qs)
+    return _per_scale(one, images, qs, _device(model))
 
 
 def multi_crop(model: VGG, images, Q, grid: int = 5, flip: bool = True) -> torch.Tensor:
@@ -339,7 +366,7 @@ def multi_crop(model: VGG, images, Q, grid: int = 5, flip: bool = True) -> torch
         return p.view(n, k, -1).mean(1)
 
     with _eval_mode(model):
-        return _per_scale(one, images, qs)
+        return _per_scale(one, images, qs, _device(model))
 
 
 def dense_multi_crop(model: VGG, images, Q, grid: int = 5, flip: bool = True) -> torch.Tensor:
@@ -429,9 +456,14 @@ class Evaluation:
                 "seconds": round(self.seconds, 3)}
 
 
+def _items(batch):
+    return batch  # a DataLoader batch stays a list: images have different sizes
+
+
 def evaluate(model: VGG, dataset, method: str = "dense", scales=(256,), *, mean=None,
              pixel_scale: float = 1.0, std=None, batch_size: int = 32, grid: int = 5,
-             flip: bool = True, progress: bool = False) -> Evaluation:
+             flip: bool = True, progress: bool = False, workers: int = 0,
+             amp: str | None = None) -> Evaluation:
     """Evaluate ``model`` on every ``(image, label)`` of ``dataset`` by ``method`` over ``scales``.
 
     ``dataset`` items are uint8 ``(3, H, W)`` RGB images (any sizes) and int labels, normalised
@@ -440,6 +472,12 @@ def evaluate(model: VGG, dataset, method: str = "dense", scales=(256,), *, mean=
     ImageNet weights pass ``**TORCHVISION_PREPROCESSING``. ``batch_size`` images go through a
     method at a time (crops are further batched by pixel count). Returns an ``Evaluation``:
     top-1 / top-5 error in percent, per-class top-1 error and the posteriors.
+
+    At scale: the images are read by a DataLoader with ``workers`` processes (JPEG decoding
+    in parallel), cross to the model's device as uint8 and are normalised, rescaled and
+    cropped there; ``amp`` (``"bf16"`` or ``"fp16"``; default ``"off"``) runs the forward
+    passes under autocast. Put the model on the GPU first (``model.cuda()``). On the CPU with
+    ``amp`` off the posteriors are the same whatever ``workers`` is.
 
     A model trained by ``vgg_lib.train``, and torchvision's ImageNet weights (what dense
     multi-scale testing adds over a centre crop)::
@@ -459,6 +497,10 @@ def evaluate(model: VGG, dataset, method: str = "dense", scales=(256,), *, mean=
     _check_scales(qs, crop, method)
     if not _is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if not _is_int(workers) or workers < 0:
+        raise ValueError(f"workers must be an int >= 0, got {workers!r}")
+    if amp is not None and amp not in AMP_CHOICES:
+        raise ValueError(f"amp={amp!r} is not allowed: one of {', '.join(AMP_CHOICES)} or None (off)")
     kwargs = {"single_scale": {}, "dense": {"flip": flip}}.get(fn.__name__,
                                                                  {"grid": grid, "flip": flip})
     if len(dataset) == 0:
@@ -469,17 +511,23 @@ def evaluate(model: VGG, dataset, method: str = "dense", scales=(256,), *, mean=
                          "in pixel units, e.g. run.mean) or **TORCHVISION_PREPROCESSING")
 
     start = time.perf_counter()
-    posteriors, labels = [], []
-    indices = range(0, len(dataset), batch_size)
+    device = _device(model)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                         collate_fn=_items, pin_memory=device.type == "cuda")
     if progress:
         from tqdm.auto import tqdm
-        indices = tqdm(indices, desc=f"{fn.__name__} Q={qs}")
-    for i in indices:
-        items = [dataset[j] for j in range(i, min(i + batch_size, len(dataset)))]
-        images = [torch.as_tensor(x) for x, _ in items]
-        if mean is not None:
-            images = preprocess(images, mean, pixel_scale, std)
-        posteriors.append(fn(model, images, qs, **kwargs))
-        labels += [int(y) for _, y in items]
+        loader = tqdm(loader, desc=f"{fn.__name__} Q={qs}")
+    posteriors, labels = [], []
+    token = _AMP.set(amp or "off")
+    try:
+        for items in loader:
+            # uint8 crosses to the device (4x fewer bytes than float32) and is normalised there
+            images = [torch.as_tensor(x).to(device, non_blocking=True) for x, _ in items]
+            if mean is not None:
+                images = preprocess(images, mean, pixel_scale, std)
+            posteriors.append(fn(model, images, qs, **kwargs))
+            labels += [int(y) for _, y in items]
+    finally:
+        _AMP.reset(token)
     return Evaluation.of(torch.cat(posteriors), torch.tensor(labels), fn.__name__, qs,
                          time.perf_counter() - start)

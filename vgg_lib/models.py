@@ -197,7 +197,9 @@ def fully_convolutional(model: VGG) -> FullyConvolutionalVGG:
     for name, module in model.classifier.named_children():
         if isinstance(module, nn.Linear):
             k = side if name == "fc6" else 1
-            conv = nn.Conv2d(module.in_features // (k * k), module.out_features, kernel_size=k)
+            # On the layer's own device and dtype: a CUDA or bf16 model stays one.
+            conv = nn.Conv2d(module.in_features // (k * k), module.out_features, kernel_size=k,
+                             device=module.weight.device, dtype=module.weight.dtype)
             with torch.no_grad():
                 # torch.flatten orders features as (channel, row, column): a plain reshape.
                 conv.weight.copy_(module.weight.reshape(conv.weight.shape))

@@ -17,8 +17,14 @@ from net A's layers (``init="from_run"``) or from Glorot initialisation.
 Every knob is a field of ``TrainConfig``; the same code runs in the book on a CPU (width 1/8
 nets on 32-pixel crops of the built-in ``shapes`` data) and as a full-scale ImageNet job::
 
-    torchrun --nproc_per_node 4 -m vgg_lib.train --config D --dataset imagefolder \\
-        --data-root /data/imagenet --crop 224 --S 256 --width 1 --device cuda --workers 8
+    torchrun --nproc_per_node 8 -m vgg_lib.train --config D --dataset imagefolder \\
+        --data-root /data/imagenet --crop 224 --S 256 --width 1 --device cuda --workers 8 \\
+        --init from_run --init_source runs/A-256
+
+On a GPU the loop keeps the host out of the way: batches cross to the device as uint8 crops
+and are normalised there, losses and accuracies are summed on the device and read once every
+``SYNC_EVERY`` steps, and a step with a non-finite loss is skipped on the device (the run is
+then stopped as diverged at the next read, keeping its last good checkpoint).
 
 Reproducibility: the order of the images in an epoch comes from ``(seed, epoch)`` and the
 random augmentation of an image from ``(seed, epoch, index)``, so the data a step sees do not
@@ -54,9 +60,12 @@ from .models import VGG, init_from, init_weights, vgg
 
 INIT_CHOICES = ("normal", "glorot", "from_run")
 DEVICE_CHOICES = ("cpu", "cuda", "auto")
+AMP_CHOICES = ("bf16", "fp16", "off")
 # Fields that change how fast a run goes, not what it computes: they may differ on resume and
 # are left out of the run's name.
-RUNTIME_FIELDS = ("device", "workers", "compile", "progress", "run_dir", "root")
+RUNTIME_FIELDS = ("device", "workers", "compile", "amp", "progress", "run_dir", "root")
+MAX_WORKERS = 8  # default loader workers per GPU: enough to decode ~1000 ImageNet JPEGs/s
+SYNC_EVERY = 50  # steps between reads of the device's loss sums (divergence check, progress bar)
 PAPER_S = 256  # the paper's smallest fixed training scale (Sect. 3.1), rescaled with the crop
 
 
@@ -108,8 +117,11 @@ class TrainConfig:
     init_run: str | None = _f(None, "run folder of a trained net of the same config: copy all its weights")
     seed: int = _f(0, "seed of the initialisation, the data order and the augmentation")
     device: str = _f("auto", "cpu | cuda | auto")
-    workers: int = _f(0, "data-loader worker processes (0: load in the main process)")
+    workers: int | None = _f(None, "data-loader worker processes per process (0: load in the main process); "
+                                   "None: 0 on cpu, min(8, CPUs per GPU) on cuda")
     compile: bool = _f(False, "torch.compile the network")
+    amp: str | None = _f(None, "mixed precision: bf16 | fp16 (with a gradient scaler) | off; "
+                               "None: bf16 on cuda, off on cpu")
     progress: bool = _f(True, "show tqdm progress bars")
     max_steps: int | None = _f(None, "stop after this many SGD steps in total (for tests)")
     run_dir: str | None = _f(None, "run folder (None: ROOT/<config>-<dataset>-<hash of the parameters>)")
@@ -147,8 +159,9 @@ class TrainConfig:
         for name in ("micro_batch", "train_size", "val_size", "max_steps"):
             integer(name, 1, none_ok=True)
         integer("image_size", 8, none_ok=True)
-        for name in ("patience", "max_decreases", "workers", "seed"):
+        for name in ("patience", "max_decreases", "seed"):
             integer(name, 0)
+        integer("workers", 0, none_ok=True)
         integer("pools", 0)
         if self.pools > 5:
             bad("pools", "an integer in [0, 5] (the paper: 5)")
@@ -170,6 +183,8 @@ class TrainConfig:
             bad("device", f"one of {', '.join(DEVICE_CHOICES)}")
         if self.device == "cuda" and not torch.cuda.is_available():
             bad("device", "cpu or auto: no CUDA GPU is available on this machine")
+        if self.amp is not None and self.amp not in AMP_CHOICES:
+            bad("amp", f"one of {', '.join(AMP_CHOICES)} or None (bf16 on cuda, off on cpu)")
         self._check_data_root()
         if self.init == "from_run":
             if self.init_source is None:
@@ -317,7 +332,8 @@ def _mix(*numbers) -> int:
 class _Augmented(torch.utils.data.Dataset):
     """Item ``(epoch, i)`` of the training set, augmented with a random generator seeded by
     ``(seed, epoch, i)``: the same image gets the same crop, flip and colour shift however many
-    workers or processes load it, and again after a resume."""
+    workers or processes load it, and again after a resume. Items are ``(uint8 crop, offset,
+    label)``: ``vgg_lib.data.normalise`` finishes the transform on the training device."""
 
     def __init__(self, base, transform, seed):
         self.base, self.transform, self.seed = base, transform, seed
@@ -329,10 +345,28 @@ class _Augmented(torch.utils.data.Dataset):
     def __getitem__(self, key):
         epoch, i = key
         image, label = self.base[i]
-        return self.transform(image, generator=torch.Generator().manual_seed(_mix(self.seed, epoch, i))), label
+        return *self.transform.split(image, torch.Generator().manual_seed(_mix(self.seed, epoch, i))), label
+
+    def __getitems__(self, keys):
+        # What a DataLoader calls for a whole batch: the transform batches its rescaling, and
+        # the batch comes out collated already (see _collate).
+        items = [self.base[i] for _, i in keys]
+        gens = [torch.Generator().manual_seed(_mix(self.seed, epoch, i)) for epoch, i in keys]
+        crops, offsets = self.transform.split_many([x for x, _ in items], gens)
+        return _Batch((crops, offsets, torch.as_tensor([int(y) for _, y in items], dtype=torch.long)))
+
+
+class _Batch(tuple):
+    """A batch that ``_Augmented.__getitems__`` already stacked."""
+
+
+def _collate(items):
+    return items if isinstance(items, _Batch) else torch.utils.data.default_collate(items)
 
 
 class _Transformed(torch.utils.data.Dataset):
+    """Validation items ``(uint8 crop, mean, label)``, normalised on the device as above."""
+
     def __init__(self, base, transform):
         self.base, self.transform = base, transform
         _hint_size(base, transform)
@@ -342,7 +376,7 @@ class _Transformed(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         image, label = self.base[i]
-        return self.transform(image), label
+        return *self.transform.split(image), label
 
 
 class _Decoded:
@@ -365,19 +399,55 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
     """This process's share of every global batch of an epoch (Sect. 3.3: "each batch of
     training images is split into several GPU batches"). The order depends only on
     ``(seed, epoch)``; a last incomplete batch is dropped so every step has ``batch_size`` images."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
-    return [[(epoch, int(i)) for i in order[s:s + batch_size][rank::world]]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch))).tolist()
+    return [[(epoch, i) for i in order[s:s + batch_size][rank::world]]
             for s in range(0, n - batch_size + 1, batch_size)]
 
 
+class EpochBatches:
+    """``epoch_batches`` as a DataLoader ``batch_sampler`` whose epoch is set before each pass,
+    so one loader (and its persistent workers) serves every epoch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(epoch_batches(self.n, self.batch_size, self.seed, self.epoch, self.rank, self.world))
+
+    def __len__(self):
+        return self.n // self.batch_size
+
+
 def build_data(cfg: TrainConfig):
-    """Training and validation sets (uint8 images) and the training-set RGB statistics."""
+    """Training and validation sets (uint8 images) and the training-set RGB statistics.
+
+    Under torchrun only rank 0 computes the statistics (10,000 decoded JPEGs on ImageNet) and
+    sends them to the others."""
     from . import data
     common = dict(root=cfg.data_root, image_size=cfg.image_size, download=cfg.download,
                   skip_corrupt=cfg.skip_corrupt)
     train_set = data.build_dataset(cfg.dataset, "train", size=cfg.train_size, **common)
     val_set = data.build_dataset(cfg.dataset, "val", size=cfg.val_size, **common)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [data.rgb_statistics(train_set) if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        return train_set, val_set, box[0]
     return train_set, val_set, data.rgb_statistics(train_set)
+
+
+def default_workers(device: torch.device) -> int:
+    """Loader workers per process when ``workers=None``: none on the CPU (the training
+    process has the cores), else the CPUs this process may use shared among the GPUs of the
+    machine, at most ``MAX_WORKERS``."""
+    if device.type != "cuda":
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    gpus = int(os.environ.get("LOCAL_WORLD_SIZE") or torch.cuda.device_count() or 1)
+    return max(1, min(MAX_WORKERS, cpus // gpus))
 
 
 # --- checkpoints -----------------------------------------------------------------------------
@@ -401,25 +471,32 @@ def load_checkpoint(path) -> dict:
                          f"({first})") from None
 
 
+# Random streams and resume at any world size. The data a step sees come from (seed, epoch,
+# index), and each process's dropout stream (CPU and its own GPU) is reseeded at the start of
+# every epoch from (seed, rank, epoch): nothing per-process or per-GPU has to be saved, so a
+# run resumes with more or fewer processes, or GPUs, than it was saved with. The checkpoint
+# keeps rank 0's host streams (loader generator, Python, NumPy), which every process restores.
+
+def _dropout_seed(seed: int, rank: int, epoch: int) -> int:
+    return _mix(seed, "dropout", rank, epoch)
+
+
 def _rng_state(loader_generator: torch.Generator) -> dict:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-             "loader": loader_generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "loader": loader_generator.get_state()}
 
 
-def _set_rng_state(state: dict, loader_generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
+def _set_rng_state(state, loader_generator: torch.Generator) -> None:
+    if isinstance(state, list):  # checkpoints before resume at any world size: one per rank
+        state = state[0]
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, g = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, g))
     loader_generator.set_state(state["loader"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    # No CUDA state: older checkpoints held one per visible GPU, which fails on another machine.
 
 
 # --- run folders -----------------------------------------------------------------------------
@@ -512,33 +589,71 @@ def _device(cfg, local_rank):
     return torch.device("cuda", local_rank)
 
 
+def resolved_amp(cfg: TrainConfig, device: torch.device) -> str:
+    """``cfg.amp``, or its default for ``device``: bf16 on cuda, off on cpu."""
+    return cfg.amp or ("bf16" if device.type == "cuda" else "off")
+
+
+def _autocast(amp: str, device: torch.device):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def _to_device(images, offsets, device, pixel_scale):
+    """A uint8 batch crosses to the device and is normalised there (``vgg_lib.data.normalise``)."""
+    from .data import normalise
+    x = images.to(device, non_blocking=True)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return normalise(x, offsets.to(device, non_blocking=True), pixel_scale)
+
+
+def _sgd_step(optimizer, scaler, skip: torch.Tensor) -> None:
+    """One SGD step, skipped on the device when ``skip`` (a 0-d float tensor) is 1: no host
+    sync. The fused SGD kernel honours ``found_inf`` (the contract GradScaler uses); with fp16
+    the scaler adds the gradients' own overflow check."""
+    if scaler is not None:
+        scaler.step(optimizer)  # non-finite losses reach it as NaN gradients (see _poison)
+        scaler.update()
+        return
+    optimizer.grad_scale, optimizer.found_inf = None, skip
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.grad_scale, optimizer.found_inf
+
+
+def _poison(loss: torch.Tensor) -> torch.Tensor:
+    """1, or NaN when ``loss`` is not finite: a factor on the loss that makes every gradient
+    NaN, so GradScaler skips the step even if the gradients themselves came out finite."""
+    return torch.where(torch.isfinite(loss), 1.0, float("nan")).detach()
+
+
 @torch.no_grad()
-def _validate(model, loader, device, amp, rank_world):
+def _validate(model, loader, device, amp, pixel_scale, rank_world):
     model.eval()
-    counts = torch.zeros(3, dtype=torch.float64, device=device)
-    for x, y in loader:
-        x, y = _to(x, device), y.to(device, non_blocking=True)
-        with amp:
+    counts = torch.zeros(2, dtype=torch.float64, device=device)
+    n = 0
+    for x, offsets, y in loader:
+        x, y = _to_device(x, offsets, device, pixel_scale), y.to(device, non_blocking=True)
+        with _autocast(amp, device):
             logits = model(x)
-        t1, t5 = _accuracy_counts(logits.float(), y)
-        counts += torch.stack([t1, t5, torch.tensor(len(y), device=device)]).double()
+        counts += torch.stack(_accuracy_counts(logits.float(), y)).double()
+        n += len(y)
+    counts = torch.cat([counts, torch.tensor([float(n)], dtype=torch.float64, device=device)])
     if rank_world[1] > 1:
         dist.all_reduce(counts)
     top1, top5, n = counts.tolist()
     return 1 - top1 / n, 1 - top5 / n
 
 
-def _to(x, device):
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
-
-
 def train(cfg: TrainConfig) -> Path:
     """Train one network with the recipe of Sect. 3.1; returns the run folder.
 
     Started again on a folder that holds an unfinished run of the same parameters, it resumes
-    from the last checkpoint; on a finished one it returns at once. Under ``torchrun`` it
-    trains with synchronous data parallelism (Sect. 3.3) and only rank 0 writes the folder.
+    from the last checkpoint, with any number of processes; on a finished one it returns at
+    once. Under ``torchrun`` it trains with synchronous data parallelism (Sect. 3.3) and only
+    rank 0 writes the folder.
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"train expects a TrainConfig, got {type(cfg).__name__}")
@@ -549,6 +664,8 @@ def train(cfg: TrainConfig) -> Path:
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
+    amp = resolved_amp(cfg, device)
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
     main = rank == 0
     run_dir = cfg.resolved_run_dir()
     params_path, ckpt_path = run_dir / "params.json", run_dir / "checkpoint.pt"
@@ -580,7 +697,9 @@ def train(cfg: TrainConfig) -> Path:
                       flip=cfg.flip, colour_std=cfg.colour_std)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(params_path, {**cfg.to_dict(), "run_dir": str(run_dir), "classes": classes,
+        # what this process resolved (workers, amp) is recorded, not the None defaults
+        _write_json(params_path, {**cfg.to_dict(), "workers": workers, "amp": amp,
+                                  "run_dir": str(run_dir), "classes": classes,
                                   "num_classes": len(classes), "test_scale": cfg.test_scale,
                                   "train_images": len(train_set), "val_images": len(val_set),
                                   "world_size": world, "torch": torch.__version__})
@@ -597,24 +716,30 @@ def train(cfg: TrainConfig) -> Path:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     # PyTorch's SGD: v = m v + g, w -= lr v (Caffe: v = m v + lr g): the same at a constant lr.
+    # Fused: one kernel for all parameters, and it can skip a step on the device (_sgd_step).
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+                                weight_decay=cfg.weight_decay, fused=True)
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     schedule = Schedule(optimizer, cfg.lr_factor, cfg.patience, cfg.max_decreases)
     loader_gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(_mix(cfg.seed, "dropout", rank))  # dropout masks differ across processes
 
     history, start_epoch, step, stop_reason = [], 0, 0, "epochs"
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
+        for group in optimizer.param_groups:  # checkpoints of the unfused optimiser
+            group.update(fused=True, foreach=None)
         schedule.load_state_dict(resume["schedule"])
-        _set_rng_state(resume["rng"][rank] if isinstance(resume["rng"], list) else resume["rng"], loader_gen)
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        _set_rng_state(resume["rng"], loader_gen)
         history, start_epoch, step = list(resume["history"]), resume["epoch"], resume["step"]
         if resume.get("finished"):  # killed after its last checkpoint, before its summary
             start_epoch, stop_reason = cfg.epochs, resume["stop_reason"]
-    net = model
+    net = ddp = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+        net = ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
 
@@ -625,24 +750,21 @@ def train(cfg: TrainConfig) -> Path:
     train_data = _Augmented(train_set, augment, cfg.seed)
     val_data = _Transformed(val_set, test_transform(cfg.test_scale, mean, crop=cfg.crop,
                                                     pixel_scale=cfg.pixel_scale))
-    loader_args = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                       persistent_workers=cfg.workers > 0, generator=loader_gen)
+    loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda",
+                       persistent_workers=workers > 0, generator=loader_gen)
     val_idx = list(range(rank, len(val_data), world))
     micro = cfg.micro_batch or cfg.batch_size
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_data, val_idx),
                                              batch_size=max(micro, 1), shuffle=False, **loader_args)
-    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-           else contextlib.nullcontext())
+    batches = EpochBatches(len(train_data), cfg.batch_size, cfg.seed, rank, world)
+    loader = torch.utils.data.DataLoader(train_data, batch_sampler=batches, collate_fn=_collate, **loader_args)
 
     def checkpoint(epoch, finished=False):
-        rng = _rng_state(loader_gen)
-        if world > 1:  # every process's RNG state, so each resumes its own dropout stream
-            states = [None] * world
-            dist.all_gather_object(states, rng)
-            rng = states
         if main:
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "schedule": schedule.state_dict(), "rng": rng, "epoch": epoch, "step": step,
+                         "schedule": schedule.state_dict(), "rng": _rng_state(loader_gen),
+                         "scaler": scaler.state_dict() if scaler is not None else None,
+                         "world_size": world, "epoch": epoch, "step": step,
                          "history": history, "finished": finished, "stop_reason": stop_reason, "model_args": model_args,
                          "preprocess": preprocess, "classes": classes, "mean": mean,
                          "eigval": stats["eigval"], "eigvec": stats["eigvec"]}, ckpt_path)
@@ -661,56 +783,68 @@ def train(cfg: TrainConfig) -> Path:
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            batches = epoch_batches(len(train_data), cfg.batch_size, cfg.seed, epoch, rank, world)
-            loader = torch.utils.data.DataLoader(train_data, batch_sampler=batches, **loader_args)
+            batches.set_epoch(epoch)
+            torch.manual_seed(_dropout_seed(cfg.seed, rank, epoch))  # this process's dropout masks
             net.train()
-            totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1, top-5, n
-            t0, diverged = time.perf_counter(), None
+            # Sums over the epoch, kept on the device: loss, top-1 hits, top-5 hits; and the
+            # index of the first step whose loss was not finite (-1: none yet).
+            totals = torch.zeros(3, dtype=torch.float64, device=device)
+            first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+            t0, diverged, images, epoch_start_step = time.perf_counter(), None, 0, step
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not bars,
                        dynamic_ncols=True)
-            for i, (x, y) in enumerate(bar):
-                x, y = _to(x, device), y.to(device, non_blocking=True)
+            for i, (x, offsets, y) in enumerate(bar):
+                x, y = _to_device(x, offsets, device, cfg.pixel_scale), y.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
-                step_totals = torch.zeros(4, dtype=torch.float64, device=device)
+                step_totals = torch.zeros(3, dtype=torch.float64, device=device)
                 chunks = list(zip(x.split(micro), y.split(micro)))
                 for j, (xc, yc) in enumerate(chunks):
                     # Gradient accumulation: the sum over micro-batches and processes of
                     # loss_sum / batch_size is the mean loss of the global batch. DDP averages
                     # over processes, hence the factor world.
                     sync = (contextlib.nullcontext() if world == 1 or j == len(chunks) - 1
-                            else net.no_sync())
+                            else ddp.no_sync())
                     with sync:
-                        with amp:
+                        with _autocast(amp, device):
                             logits = net(xc)
                         loss = F.cross_entropy(logits.float(), yc, reduction="sum")
-                        (loss * (world / cfg.batch_size)).backward()
+                        scaled = loss * (world / cfg.batch_size)
+                        if scaler is not None:
+                            scaled = scaler.scale(scaled * _poison(loss))
+                        scaled.backward()
                     t1, t5 = _accuracy_counts(logits.detach().float(), yc)
-                    step_totals += torch.stack([loss.detach().double(), t1.double(), t5.double(),
-                                                torch.tensor(len(yc), dtype=torch.float64, device=device)])
-                if world > 1:
+                    step_totals += torch.stack([loss.detach().double(), t1.double(), t5.double()])
+                if world > 1:  # an asynchronous collective: every process sees the same sums
                     dist.all_reduce(step_totals)
-                if not math.isfinite(step_totals[0].item()):  # Divergence: keep the last good checkpoint.
-                    diverged = i + 1
-                    break
-                optimizer.step()
+                bad = ~torch.isfinite(step_totals[0])
+                first_bad = torch.where(bad & (first_bad < 0), i, first_bad)
+                _sgd_step(optimizer, scaler, bad.float())  # never a step on a non-finite loss
                 step += 1
                 totals += step_totals
-                bar.set_postfix(loss=f"{totals[0].item() / totals[3].item():.3f}",
-                                lr=f"{optimizer.param_groups[0]['lr']:.0e}", refresh=False)
-                if cfg.max_steps is not None and step >= cfg.max_steps:
+                images += cfg.batch_size  # every step is one full global batch
+                last = cfg.max_steps is not None and step >= cfg.max_steps
+                if (i + 1) % SYNC_EVERY == 0 or last:  # the only host syncs of the loop
+                    if int(first_bad) >= 0:
+                        break
+                    if bars:
+                        bar.set_postfix(loss=f"{totals[0].item() / images:.3f}",
+                                        lr=f"{optimizer.param_groups[0]['lr']:.0e}", refresh=False)
+                if last:
                     stop_reason = "max_steps"
                     break
             bar.close()
-            if diverged is not None:
+            if int(first_bad) >= 0:  # Divergence: keep the last good checkpoint.
+                diverged = int(first_bad) + 1
                 stop_reason = "diverged"
                 write_summary("failed", stop_reason="diverged", failure={
-                    "epoch": epoch + 1, "step": diverged, "global_step": step + 1,
+                    "epoch": epoch + 1, "step": diverged, "global_step": epoch_start_step + diverged,
                     "reason": f"non-finite loss at epoch {epoch + 1}, step {diverged}; lr={cfg.lr} is "
                               "probably too large (the last good checkpoint is kept)"})
                 break
             train_seconds = time.perf_counter() - t0
-            val1, val5 = _validate(model, val_loader, device, amp, (rank, world))
-            loss_sum, top1, top5, n = totals.tolist()
+            val1, val5 = _validate(model, val_loader, device, amp, cfg.pixel_scale, (rank, world))
+            loss_sum, top1, top5 = totals.tolist()
+            n = images
             history.append({"epoch": epoch + 1, "train_loss": loss_sum / n, "train_top1_err": 1 - top1 / n,
                             "train_top5_err": 1 - top5 / n, "val_top1_err": val1, "val_top5_err": val5,
                             "lr": optimizer.param_groups[0]["lr"], "images_per_s": n / train_seconds,

@@ -120,6 +120,7 @@ def extract_features(model: VGG, dataset, scales=None, flip: bool = True, aggreg
             images = preprocess(images, mean, pixel_scale, std)
         out = None
         for idx, batch in _groups(images):  # images of one size go through together
+            batch = batch.to(next(model.parameters()).device)  # rescaled on the model's device
             per_scale = torch.stack([describe(batch, q) for q in qs], 1)  # (n, scales, D)
             f = per_scale.mean(1) if aggregate == "average" else per_scale.flatten(1)
             if out is None:
@@ -318,7 +319,8 @@ def fine_tune(model: VGG, dataset, num_classes: int | None = None, *, mean, pixe
     num_classes = num_classes or getattr(dataset, "num_classes", None) or int(_labels(dataset).max()) + 1
     torch.manual_seed(seed)
     net = copy.deepcopy(model).train()
-    net.classifier.fc8 = nn.Linear(net.classifier.fc8.in_features, num_classes)
+    old = net.classifier.fc8.weight
+    net.classifier.fc8 = nn.Linear(old.shape[1], num_classes, device=old.device, dtype=old.dtype)
     nn.init.normal_(net.classifier.fc8.weight, std=0.01)
     nn.init.zeros_(net.classifier.fc8.bias)
     crop = net.input_size
@@ -335,7 +337,8 @@ def fine_tune(model: VGG, dataset, num_classes: int | None = None, *, mean, pixe
         for i in range(0, len(order), batch_size):
             items = [dataset[j] for j in order[i:i + batch_size]]
             x = torch.stack([transform(torch.as_tensor(img), generator=g) for img, _ in items])
-            y = torch.as_tensor([int(lbl) for _, lbl in items])
+            x = x.to(old.device, old.dtype)
+            y = torch.as_tensor([int(lbl) for _, lbl in items], device=old.device)
             loss = F.cross_entropy(net(x), y)
             opt.zero_grad()
             loss.backward()

@@ -11,6 +11,12 @@ Testing: rescale so the smallest side is Q, optionally take a centre crop, subtr
 Inputs are uint8 tensors (3, H, W); outputs are float32 (3, h, w) in pixel units (0..255) minus
 the mean RGB, times ``pixel_scale`` (1.0 by default, the paper's units).
 
+Each transform also splits into a geometric part that stays uint8 and a per-image offset:
+``split(img)`` returns ``(uint8 crop, offset)`` and ``normalise(crops, offsets, pixel_scale)``
+finishes the job on any device, bit for bit what calling the transform gives. Training sends
+uint8 batches to the GPU (4x fewer bytes through shared memory and PCIe than float32) and
+normalises them there; the colour shift is part of the offset.
+
 Speed: on large images the training transform does not rescale the whole image. It draws S
 and the crop window in the rescaled image's coordinates, maps the window back to the original
 image and resizes only that window to crop x crop (``resized_crop``): the same pixels up to a
@@ -138,33 +144,83 @@ class TrainTransform:
         AlexNet-style reference code, e.g. ImageNet's ``[0.2175, 0.0188, 0.0045]``), hence the
         factor 255 to come back to pixel units.
         """
+        return self._shifts(alpha[None])[0]
+
+    def _shifts(self, alphas: torch.Tensor) -> torch.Tensor:
+        # (N, 3) draws -> (N, 3) shifts, written element by element so that a row's value does
+        # not depend on how many rows are computed together (one image or a batch)
         if self.eigval is None or self.colour_std == 0:
-            return torch.zeros(3, dtype=torch.float64)
-        return 255.0 * self.eigvec @ (alpha * self.eigval)
+            return torch.zeros(len(alphas), 3, dtype=torch.float64)
+        v = alphas * self.eigval
+        p = self.eigvec
+        return 255.0 * (v[:, 0:1] * p[:, 0] + v[:, 1:2] * p[:, 1] + v[:, 2:3] * p[:, 2])
 
     def apply(self, img: torch.Tensor, p: dict) -> torch.Tensor:
+        return normalise(*self.apply_split(img, p), self.pixel_scale)
+
+    def offset(self, p: dict) -> torch.Tensor:
+        """What is subtracted from every pixel of this draw: the mean minus the colour shift."""
+        return self._offsets([p])[0]
+
+    def _offsets(self, ps: list[dict]) -> torch.Tensor:
+        return (self.mean - self._shifts(torch.stack([p["alpha"] for p in ps]))).to(torch.float32)
+
+    def apply_split(self, img: torch.Tensor, p: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """``apply`` before normalisation: the uint8 crop (3, crop, crop) and its offset (3,)."""
         _check_image(img)
+        return self._crop(img, p, None), self.offset(p)
+
+    def _fused(self, H, W, S) -> bool:
+        h, w = _rescaled_hw(H, W, S)
+        return self.fused and min(self.crop * H / h, self.crop * W / w) >= FUSED_MIN_WINDOW
+
+    def _crop(self, img, p, rescaled):
         H, W = img.shape[-2:]
         c = self.crop
-        h, w = _rescaled_hw(H, W, p["S"])
-        sy, sx = H / h, W / w
-        if self.fused and min(c * sy, c * sx) >= FUSED_MIN_WINDOW:
+        if self._fused(H, W, p["S"]):
             # the crop window in original pixels, resized straight to crop x crop
+            h, w = _rescaled_hw(H, W, p["S"])
+            sy, sx = H / h, W / w
             top, left = int(round(p["top"] * sy)), int(round(p["left"] * sx))
             ch, cw = max(1, int(round(c * sy))), max(1, int(round(c * sx)))
             top, left = min(top, H - ch), min(left, W - cw)
             x = F.resized_crop(img, top, left, ch, cw, [c, c], antialias=True)
         else:
-            x = rescale(img, p["S"])[:, p["top"]:p["top"] + c, p["left"]:p["left"] + c]
+            x = (rescale(img, p["S"]) if rescaled is None else rescaled)
+            x = x[:, p["top"]:p["top"] + c, p["left"]:p["left"] + c]
         if p["flip"]:
             x = x.flip(-1)
-        offset = (self.mean - self.colour_shift(p["alpha"])).to(torch.float32).view(3, 1, 1)
-        x = x.to(torch.float32).sub_(offset)
-        return x.mul_(self.pixel_scale) if self.pixel_scale != 1.0 else x
+        return x.contiguous()
+
+    def split_many(self, images, generators) -> tuple[torch.Tensor, torch.Tensor]:
+        """``split`` of many images at once, one generator each: ``(uint8 (N, 3, crop, crop),
+        offsets (N, 3))``, the same values as ``split`` image by image. Small images of one size
+        and one S are rescaled in one call, which saves most of the per-image overhead."""
+        ps = []
+        for img, g in zip(images, generators):
+            _check_image(img)
+            ps.append(self.sample(img.shape[-2], img.shape[-1], g))
+        groups: dict[tuple, list[int]] = {}
+        for k, (img, p) in enumerate(zip(images, ps)):
+            H, W = img.shape[-2:]
+            if not self._fused(H, W, p["S"]):
+                groups.setdefault((H, W, p["S"]), []).append(k)
+        rescaled = {}
+        for (_, _, S), idx in groups.items():
+            for k, x in zip(idx, rescale(torch.stack([images[k] for k in idx]), S)):
+                rescaled[k] = x
+        crops = torch.stack([self._crop(img, p, rescaled.get(k)) for k, (img, p) in enumerate(zip(images, ps))])
+        return crops, self._offsets(ps)
 
     def __call__(self, img: torch.Tensor, generator=None) -> torch.Tensor:
         _check_image(img)
         return self.apply(img, self.sample(img.shape[-2], img.shape[-1], generator))
+
+    def split(self, img: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One random draw as ``(uint8 crop, offset)``; ``normalise`` turns it into what
+        ``__call__`` returns for the same generator state."""
+        _check_image(img)
+        return self.apply_split(img, self.sample(img.shape[-2], img.shape[-1], generator))
 
     def __repr__(self):
         S = self.smin if self.smin == self.smax else (self.smin, self.smax)
@@ -197,15 +253,31 @@ class TestTransform:
         return self.Q
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        return normalise(*self.split(img), self.pixel_scale)
+
+    def split(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(uint8 rescaled image or crop, mean as float32 (3,))``: see ``normalise``."""
         _check_image(img)
         x = rescale(img, self.Q)
         if self.crop is not None:
             x = F.center_crop(x, [self.crop, self.crop])
-        x = x.to(torch.float32).sub_(self.mean.to(torch.float32).view(3, 1, 1))
-        return x.mul_(self.pixel_scale) if self.pixel_scale != 1.0 else x
+        return x.contiguous(), self.mean.to(torch.float32)
 
     def __repr__(self):
         return f"TestTransform(Q={self.Q}, crop={self.crop}, pixel_scale={self.pixel_scale})"
+
+
+def normalise(images: torch.Tensor, offsets: torch.Tensor, pixel_scale: float = 1.0) -> torch.Tensor:
+    """uint8 ``(3, h, w)`` or ``(N, 3, h, w)`` -> float32 ``(images - offsets) * pixel_scale``.
+
+    ``offsets`` is ``(3,)`` or one row per image ``(N, 3)`` (the ``split`` of a transform), on
+    the images' device. The same float32 operations as the transforms, so the same bits."""
+    if images.dtype != torch.uint8 or images.dim() not in (3, 4) or images.shape[-3] != 3:
+        raise ValueError(f"normalise expects uint8 images (3, h, w) or (N, 3, h, w), got "
+                         f"{images.dtype} {tuple(images.shape)}")
+    shape = (-1, 3, 1, 1) if offsets.dim() == 2 else (3, 1, 1)
+    x = images.to(torch.float32).sub_(offsets.to(images.device, torch.float32).view(shape))
+    return x.mul_(float(pixel_scale)) if pixel_scale != 1.0 else x
 
 
 def train_transform(S, crop, mean, eigval=None, eigvec=None, flip=True, colour_std=0.1,
