@@ -48,7 +48,7 @@ def test_notebook_lists_its_parameters_with_their_meaning():
     import papermill
 
     params = papermill.inspect_notebook(str(NOTEBOOK))
-    for name in ("config", "dataset", "data_root", "epochs", "batch_size", "lr", "S", "Smin", "Smax", "width",
+    for name in ("config", "dataset", "data_root", "epochs", "batch_size", "lr", "S", "Smin", "Smax", "width", "pools",
                  "init", "init_run", "seed", "device", "workers", "compile", "amp", "run_dir"):
         assert params[name]["help"], name
     assert jobs.notebook_parameters(NOTEBOOK)["lr"] == 0.01
