@@ -622,7 +622,7 @@ def beside_paper(set_name: str, paper_top1: dict, results=None):
 
 # The nets evaluated densely, by the label the chapters show.
 EVALUATED = {"A": "A", "A-LRN": "A-LRN", "B": "B", "B-5x5": "B-5x5", "C": "C", "D": "D", "E": "E",
-             "D, S=384": "D-S384", "D, S=[256,512]": "D-S256-512"}
+             "D, S=256 trained on": "D-S256-longer", "D, S=384": "D-S384", "D, S=[256,512]": "D-S256-512"}
 # The paper's (config, training scale) of each label, where Tables 3-4 have it.
 PAPER_OF = {"A": ("A", "256"), "A-LRN": ("A-LRN", "256"), "B": ("B", "256"), "C": ("C", "256"),
             "D": ("D", "256"), "E": ("E", "256"), "D, S=384": ("D", "384"),
