@@ -739,3 +739,12 @@ def grid_wall_time(results=None) -> dict:
     start, end = min(s for s, _, _ in spans), max(e for _, e, _ in spans)
     return {"records": len(spans), "wall_hours": (end - start) / 3600,
             "cpu_hours": sum(w for _, _, w in spans) / 3600}
+
+
+def verification_model(results=None, work=None):
+    """The re-trained cheapest run (``verify``), loaded: a trained net the book build has
+    without committed checkpoints (``train.load_run`` result)."""
+    from .train import load_run
+
+    verify(results=results, work=work)
+    return load_run(work_root(work).parent / "verify" / "reference" / folder_name(*VERIFY))
