@@ -312,3 +312,53 @@ def test_row15_transfer_job_checks_device_and_booleans_first(tmp_path):
             papermill.execute_notebook(str(JOBS / "transfer.ipynb"), str(tmp_path / "out.ipynb"),
                                        kernel_name="python3", parameters=params, progress_bar=False)
         assert e.value.ename == "ConfigError" and e.value.evalue.startswith(message)
+
+
+# --- rows 9, 10, 11: image folders ----------------------------------------------------------
+
+def make_folder(root, classes=("cat", "dog"), n=4, value=None):
+    from PIL import Image
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for i, c in enumerate(classes):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for j in range(n):
+                px = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) if value is None else \
+                    np.full((40, 40, 3), value, np.uint8)
+                Image.fromarray(px).save(root / split / c / f"{j}.png")
+    return root
+
+
+def test_row9_empty_or_single_class_folders_are_refused(tmp_path):
+    one = make_folder(tmp_path / "one", classes=("cat",))
+    with pytest.raises(ConfigError, match=r"has a single class folder \(cat\) in train/: a classifier needs at least 2"):
+        TrainConfig(dataset="imagefolder", data_root=str(one))
+    empty = make_folder(tmp_path / "empty")
+    (empty / "train" / "bird").mkdir()
+    with pytest.raises(ConfigError, match=r"class folder '.*bird' has no image files"):
+        TrainConfig(dataset="imagefolder", data_root=str(empty))
+
+
+def test_row10_a_file_that_is_no_image_fails_before_training(tmp_path):
+    root = make_folder(tmp_path / "data")
+    (root / "val" / "dog" / "notes.jpg").write_text("not an image")
+    run_dir = tmp_path / "run"
+    cfg = dict(dataset="imagefolder", data_root=str(root), batch_size=4, crop=32, width=1 / 16, epochs=1,
+               device="cpu", progress=False, run_dir=str(run_dir))
+    with pytest.raises(ConfigError, match=r"image file '.*notes.jpg' cannot be read .*set skip_corrupt=True"):
+        train(TrainConfig(**cfg))
+    assert not (run_dir / "params.json").exists()  # nothing written: a retry may change skip_corrupt
+    train(TrainConfig(**cfg, skip_corrupt=True))
+    assert jobs.status(run_dir) == "finished"
+
+
+def test_row11_statistics_follow_changed_images(tmp_path):
+    from vgg_lib import data
+    root = make_folder(tmp_path / "data", value=100)
+    first = data.rgb_statistics(data.build_dataset("imagefolder", "train", root=root))["mean"]
+    make_folder(root, value=250)
+    for f in root.rglob("*.png"):  # a later edit (file systems may store coarse times)
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    second = data.rgb_statistics(data.build_dataset("imagefolder", "train", root=root))["mean"]
+    assert first.tolist() == pytest.approx([100] * 3) and second.tolist() == pytest.approx([250] * 3)

@@ -226,7 +226,7 @@ class TrainConfig:
 
     def _check_data_root(self):
         if self.dataset == "imagefolder":
-            from .data.datasets import find_classes
+            from .data.datasets import check_training_classes, find_classes
             try:
                 find_classes(self.data_root)
             except ValueError as e:
@@ -235,6 +235,10 @@ class TrainConfig:
             if not val.is_dir() or not any(p.is_dir() for p in val.iterdir()):
                 raise ConfigError(f"data_root={self.data_root!r} has no class folders in val/: "
                                   "imagefolder needs root/train/<class>/* and root/val/<class>/*")
+            try:
+                check_training_classes(self.data_root)
+            except ValueError as e:
+                raise ConfigError(f"data_root={self.data_root!r} is not allowed: {e}") from None
         elif self.data_root is not None and not self.download and not Path(self.data_root).expanduser().is_dir():
             raise ConfigError(f"data_root={self.data_root!r} does not exist: give an existing folder or None")
 
@@ -436,6 +440,13 @@ def build_data(cfg: TrainConfig):
                   skip_corrupt=cfg.skip_corrupt)
     train_set = data.build_dataset(cfg.dataset, "train", size=cfg.train_size, **common)
     val_set = data.build_dataset(cfg.dataset, "val", size=cfg.val_size, **common)
+    if not cfg.skip_corrupt:  # a file that is not an image fails now, not after an epoch
+        for ds in (train_set, val_set):
+            if hasattr(ds, "check_headers"):
+                try:
+                    ds.check_headers()
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
     if dist.is_initialized() and dist.get_world_size() > 1:
         box = [data.rgb_statistics(train_set) if dist.get_rank() == 0 else None]
         dist.broadcast_object_list(box, src=0)
