@@ -362,3 +362,21 @@ def test_row11_statistics_follow_changed_images(tmp_path):
         os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
     second = data.rgb_statistics(data.build_dataset("imagefolder", "train", root=root))["mean"]
     assert first.tolist() == pytest.approx([100] * 3) and second.tolist() == pytest.approx([250] * 3)
+
+
+def test_row14_disk_full_mid_run_is_one_line_and_marks_the_run_failed(tmp_path, monkeypatch):
+    real, calls = torch.save, {"n": 0}
+
+    def full_on_second(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            Path(f).write_bytes(b"partial")
+            raise OSError(28, "No space left on device")
+        return real(obj, f, *a, **k)
+    monkeypatch.setattr(T.torch, "save", full_on_second)
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=re.escape(f"cannot write to run folder {run_dir} (No space left on device); "
+                                                    "the checkpoint of epoch 1 is kept: free some space")):
+        train(TrainConfig(**{**TINY, "epochs": 2}, run_dir=str(run_dir)))
+    assert jobs.status(run_dir) == "failed"
+    assert not list(run_dir.glob("*.tmp")) and T.load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1

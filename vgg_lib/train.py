@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -933,8 +934,16 @@ def train(cfg: TrainConfig) -> Path:
             if start_epoch >= cfg.epochs:  # resumed a run whose last checkpoint was final
                 write_summary("finished", stop_reason=stop_reason)
     except BaseException as e:
-        write_summary("failed", stop_reason="error", failure={
-            "epoch": epoch + 1, "step": None, "reason": f"{type(e).__name__}: {e}"})
+        try:
+            write_summary("failed", stop_reason="error", failure={
+                "epoch": epoch + 1, "step": None, "reason": f"{type(e).__name__}: {e}"})
+        except OSError:
+            pass  # the folder cannot be written at all (disk full, read-only): say so below
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            kept = (f"the checkpoint of epoch {load_checkpoint(ckpt_path)['epoch']} is kept"
+                    if ckpt_path.is_file() else "no checkpoint was written")
+            raise ConfigError(f"cannot write to run folder {run_dir} ({e.strerror}); {kept}: free some "
+                              "space or make the folder writable, then run again to resume") from e
         raise
     if world > 1:
         dist.barrier()
