@@ -59,6 +59,11 @@ RUNS: dict[str, dict] = {
     # Sect. 3.1: S = 384 fine-tuned from S = 256 (lr / 10), the jittered net from S = 384.
     "D-S384": dict(config="D", S=S_384, lr=0.002, epochs=8, init_run="D"),
     "D-S256-512": dict(config="D", S=[S_256, S_512], lr=0.002, epochs=8, init_run="D-S384"),
+    # The control the paper lacks: the S = 256 net trained on as long, at the same lr, same scale.
+    "D-S256-longer": dict(config="D", S=S_256, lr=0.002, epochs=8, init_run="D"),
+    # Testing the cause when depth does not help: A and E trained on in the same way.
+    "A-longer": dict(config="A", S=S_256, lr=0.002, epochs=8, init_run="A"),
+    "E-longer": dict(config="E", S=S_256, lr=0.002, epochs=8, init_run="E"),
     # Sect. 3.1: plain nets. A from N(0, 0.01^2) and from Glorot; D from N(0, 0.01^2), from the
     # literal "variance 10^-2" (std 0.1), from Glorot, and from net A's layers.
     "A-plain": dict(PLAIN, config="A", init="normal", init_std=0.01, epochs=8),
@@ -75,7 +80,9 @@ SETS: dict[str, dict[str, str]] = {
     "LRN": {"A": "A", "A-LRN": "A-LRN"},
     "FILTERS": {"B: 3x3 pairs": "B", "B-5x5": "B-5x5"},
     "ONE_BY_ONE": {"C: 1x1": "C", "D: 3x3": "D"},
-    "SCALE": {"S=256": "D", "S=384": "D-S384", "S=[256,512]": "D-S256-512"},
+    "SCALE": {"S=256": "D", "S=256, trained on": "D-S256-longer", "S=384": "D-S384",
+              "S=[256,512]": "D-S256-512"},
+    "DEPTH_LONGER": {"A (11)": "A-longer", "D (16)": "D-S256-longer", "E (19)": "E-longer"},
     "INIT": {"A, N(0, 0.01^2)": "A-plain", "A, Glorot": "A-plain-glorot",
              "D, N(0, 0.01^2)": "D-plain", "D, N(0, 0.1^2)": "D-plain-std0.1",
              "D, Glorot": "D-plain-glorot", "D, from A": "D-plain-fromA"},
@@ -87,7 +94,8 @@ TABLE3 = ("A", "A-LRN", "B", "B-5x5", "C", "D", "E")
 # "train" = the single test scale of Sect. 4.1 (S, or the middle of the jitter range).
 MULTI_CROP_IMAGES = 5_000
 EVALS: dict[str, list[tuple]] = {
-    **{name: [("dense", "paper", None), ("dense", "train", None)] for name in TABLE3 + ("D-S384",)},
+    **{name: [("dense", "paper", None), ("dense", "train", None)]
+       for name in TABLE3 + ("D-S384", "D-S256-longer")},
     "D-S256-512": [("dense", "paper", None), ("dense", "train", None),
                    ("dense", "paper", MULTI_CROP_IMAGES), ("multi_crop", "paper", MULTI_CROP_IMAGES)],
 }
@@ -97,8 +105,8 @@ TRANSFER_SOURCES = ("A", "D", "E", "random D")
 TRANSFER_TARGET = dict(dataset="shapes", train=2_000, test=2_000, image_size=64)
 
 # Scheduling order: what the chapters need most comes first.
-ORDER = ("A", "D", "B", "E", "D-S384", "D-S256-512", "C", "A-LRN", "B-5x5", "A-plain-glorot",
-         "A-plain", "D-plain", "D-plain-std0.1", "D-plain-glorot", "D-plain-fromA")
+ORDER = ("A", "D", "B", "E", "D-S384", "D-S256-512", "D-S256-longer", "C", "A-LRN", "B-5x5", "A-plain-glorot",
+         "A-plain", "D-plain", "D-plain-std0.1", "D-plain-glorot", "D-plain-fromA", "E-longer", "A-longer")
 assert sorted(ORDER) == sorted(RUNS)
 VERIFY = ("A", 0)  # the cheapest reference run, re-trained by the book build
 
@@ -618,7 +626,7 @@ def beside_paper(set_name: str, paper_top1: dict, results=None):
 
 # The nets evaluated densely, by the label the chapters show.
 EVALUATED = {"A": "A", "A-LRN": "A-LRN", "B": "B", "B-5x5": "B-5x5", "C": "C", "D": "D", "E": "E",
-             "D, S=384": "D-S384", "D, S=[256,512]": "D-S256-512"}
+             "D, S=256 trained on": "D-S256-longer", "D, S=384": "D-S384", "D, S=[256,512]": "D-S256-512"}
 # The paper's (config, training scale) of each label, where Tables 3-4 have it.
 PAPER_OF = {"A": ("A", "256"), "A-LRN": ("A-LRN", "256"), "B": ("B", "256"), "C": ("C", "256"),
             "D": ("D", "256"), "E": ("E", "256"), "D, S=384": ("D", "384"),
@@ -731,3 +739,12 @@ def grid_wall_time(results=None) -> dict:
     start, end = min(s for s, _, _ in spans), max(e for _, e, _ in spans)
     return {"records": len(spans), "wall_hours": (end - start) / 3600,
             "cpu_hours": sum(w for _, _, w in spans) / 3600}
+
+
+def verification_model(results=None, work=None):
+    """The re-trained cheapest run (``verify``), loaded: a trained net the book build has
+    without committed checkpoints (``train.load_run`` result)."""
+    from .train import load_run
+
+    verify(results=results, work=work)
+    return load_run(work_root(work).parent / "verify" / "reference" / folder_name(*VERIFY))
