@@ -96,8 +96,10 @@ def rgb_statistics(dataset, max_images=None, refresh=False) -> dict:
     identity = getattr(dataset, "identity", None)
     path = None
     if identity is not None:
-        ident = dict(identity, max_images=max_images, kind="rgb_statistics", version=1,
-                     files=_files_fingerprint(dataset, max_images))
+        ident = dict(identity, max_images=max_images, kind="rgb_statistics", version=1)
+        files = _files_fingerprint(dataset, max_images)
+        if files is not None:  # in-memory data keep their old keys
+            ident["files"] = files
         path = cache_dir() / "stats" / f"{identity.get('name', 'data')}-{key(ident)}.json"
     if path is not None and path.exists() and not refresh:
         import json
