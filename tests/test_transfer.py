@@ -265,5 +265,5 @@ def test_transfer_job_bad_values_fail_in_one_line(finished_run, tmp_path):
              ({"source": str(finished_run), "C": 0.0}, "C=0.0 is not allowed: the SVM penalty must be a number > 0"),
              ({"source": str(finished_run), "layer": "conv5_3"}, "layer='conv5_3' is unknown; allowed: pool5, fc6, fc7")]
     for params, message in cases:
-        with pytest.raises(jobs.JobError, match=re.escape(f"transfer.ipynb failed: ValueError: {message}")):
+        with pytest.raises(jobs.JobError, match=re.escape(f"transfer.ipynb failed: ConfigError: {message}")):
             jobs.run(TRANSFER_NOTEBOOK, params, root=tmp_path / "jobs")

@@ -413,6 +413,9 @@ def topk_error(posteriors, labels, k: int = 1) -> float:
     if not _is_int(k) or not 1 <= k <= p.shape[1]:
         raise ValueError(f"k={k!r} is not valid for {p.shape[1]} classes; "
                          f"allowed: 1 <= k <= {p.shape[1]}")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= p.shape[1]):
+        raise ValueError(f"topk_error: labels must be class indices in [0, {p.shape[1] - 1}] for "
+                         f"{p.shape[1]} classes; got labels from {int(y.min())} to {int(y.max())}")
     hit = (p.topk(k, dim=1).indices == y[:, None]).any(1)
     return 100.0 * (1.0 - hit.double().mean().item())
 
@@ -505,6 +508,14 @@ def evaluate(model: VGG, dataset, method: str = "dense", scales=(256,), *, mean=
                                                                  {"grid": grid, "flip": flip})
     if len(dataset) == 0:
         raise ValueError("dataset is empty; nothing to evaluate")
+    classes = getattr(dataset, "classes", None)
+    if classes is not None and len(classes) != model.num_classes:
+        raise ValueError(f"the model has {model.num_classes} classes but the dataset has {len(classes)}; "
+                         "evaluate a model on data with the classes it was trained on")
+    bad = [n for n, t in model.state_dict().items() if torch.is_floating_point(t) and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"the model has non-finite weights (NaN or inf in {', '.join(bad[:3])}); "
+                         "its checkpoint is damaged or its training diverged")
     first = dataset[0][0]
     if not torch.is_floating_point(torch.as_tensor(first)) and mean is None:
         raise ValueError("dataset yields uint8 images: pass mean=... (the training set's mean RGB "

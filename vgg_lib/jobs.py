@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from .checks import ConfigError, read_json
 from .train import run_name
 
 KERNEL = "python3"
@@ -78,14 +79,14 @@ def job_dir(notebook, params: dict, root=None) -> Path:
 def status(run_dir) -> str | None:
     """``finished``, ``failed``, ``running`` (or killed) from ``summary.json``; None if absent."""
     path = Path(run_dir) / "summary.json"
-    return json.loads(path.read_text()).get("status") if path.is_file() else None
+    return read_json(path).get("status") if path.is_file() else None
 
 
 def _done(run_dir) -> bool:
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
         return False
-    s = json.loads(path.read_text())
+    s = read_json(path, "delete the run folder or run it with force=True")
     # A diverged run is a result too (it would diverge again): only a crash is retried.
     return s.get("status") == "finished" or s.get("stop_reason") == "diverged"
 
@@ -194,20 +195,24 @@ def collect(root=None):
     rows = []
     for folder in folders:
         row = {"run": folder.name, "path": str(folder)}
+        damaged = []  # said in the row, not skipped silently
         for name in ("params.json", "summary.json"):
             if (folder / name).is_file():
                 try:
-                    data = json.loads((folder / name).read_text())
-                except json.JSONDecodeError:
+                    data = read_json(folder / name)
+                except ConfigError:
+                    damaged.append(name)
                     continue
                 data.pop("classes", None)
                 data.pop("run_dir", None)
                 row.update(_flatten(data))
         for path in sorted(folder.glob("results*.json")):
             try:
-                row.update(_flatten(json.loads(path.read_text()), prefix=path.stem + "."))
-            except json.JSONDecodeError:
-                continue
+                row.update(_flatten(read_json(path), prefix=path.stem + "."))
+            except ConfigError:
+                damaged.append(path.name)
+        if damaged:
+            row.update(status="damaged", damaged=", ".join(damaged))
         if isinstance(row.get("S"), list):
             row["S"] = "-".join(map(str, row["S"]))  # hashable: groupby works on it
         rows.append(row)
@@ -223,16 +228,35 @@ def load_grid(path) -> tuple[Path, list[dict], Path | None]:
 
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"grid file {str(path)!r} does not exist")
-    spec = yaml.safe_load(path.read_text()) or {}
+        raise ConfigError(f"grid file {str(path)!r} does not exist")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"grid file {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    spec = {} if spec is None else spec
+    keys = "keys notebook (required), root, base (a mapping), grid (a mapping of lists), jobs (a list of mappings)"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"grid file {path}: a YAML {type(spec).__name__}, expected a mapping with {keys}")
     unknown = set(spec) - {"notebook", "root", "base", "grid", "jobs"}
     if unknown or "notebook" not in spec:
-        raise ValueError(f"grid file {path}: keys must be notebook, root, base, grid, jobs (notebook "
-                         f"required); got {sorted(spec)}")
+        raise ConfigError(f"grid file {path}: keys must be notebook, root, base, grid, jobs (notebook "
+                          f"required); got {sorted(map(str, spec))}")
+    if not isinstance(spec["notebook"], str) or not spec["notebook"]:
+        raise ConfigError(f"grid file {path}: notebook={spec['notebook']!r}, expected a notebook path")
+    base, grid_, jobs_ = spec.get("base") or {}, spec.get("grid") or {}, spec.get("jobs") or []
+    for name, value, want in (("base", base, dict), ("grid", grid_, dict), ("jobs", jobs_, list)):
+        if not isinstance(value, want):
+            raise ConfigError(f"grid file {path}: {name} is a {type(value).__name__}; expected {keys}")
+    if not all(isinstance(j, dict) for j in jobs_):
+        raise ConfigError(f"grid file {path}: every entry of jobs must be a mapping of parameters")
+    if any(isinstance(v, list) and not v for v in grid_.values()):
+        raise ConfigError(f"grid file {path}: grid has an empty list; give every parameter at least one value")
     notebook = (path.parent / spec["notebook"]).resolve()
-    base = spec.get("base") or {}
-    jobs = [{**base, **p} for p in expand(spec["grid"])] if spec.get("grid") else []
-    jobs += [{**base, **p} for p in spec.get("jobs") or []]
+    jobs = [{**base, **p} for p in expand(grid_)] if grid_ else []
+    jobs += [{**base, **p} for p in jobs_]
+    if not jobs:
+        raise ConfigError(f"grid file {path} defines no jobs: give grid (a mapping of lists) and/or jobs "
+                          "(a list of mappings)")
     root = Path(spec["root"]) if spec.get("root") else None
     return notebook, jobs, root
 
@@ -248,7 +272,11 @@ def main(argv=None) -> int:
     c.add_argument("root", nargs="?", default=None)
     args = p.parse_args(argv)
     if args.command == "grid":
-        notebook, jobs, root = load_grid(args.grid_file)
+        try:
+            notebook, jobs, root = load_grid(args.grid_file)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         table = grid(notebook, jobs, root=args.root or root, force=args.force)
         print(table.drop(columns=["error"]).to_string(index=False))
         return int((table.status != "finished").any())

@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -55,6 +56,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import ConfigError, boolean, numeric, read_json
 from .configs import resolve
 from .models import VGG, init_from, init_weights, vgg
 
@@ -67,13 +69,6 @@ RUNTIME_FIELDS = ("device", "workers", "compile", "amp", "progress", "run_dir", 
 MAX_WORKERS = 8  # default loader workers per GPU: enough to decode ~1000 ImageNet JPEGs/s
 SYNC_EVERY = 50  # steps between reads of the device's loss sums (divergence check, progress bar)
 PAPER_S = 256  # the paper's smallest fixed training scale (Sect. 3.1), rescaled with the crop
-
-
-class ConfigError(ValueError):
-    """A bad training parameter. In a notebook it prints as one line, without a traceback."""
-
-    def _render_traceback_(self):  # IPython hook: what a failing cell shows
-        return [f"{type(self).__name__}: {self}"]
 
 
 def _f(default, help: str):
@@ -132,21 +127,24 @@ class TrainConfig:
             raise ConfigError(f"{name}={getattr(self, name)!r} is not allowed: {allowed}")
 
         def integer(name, low, none_ok=False):
-            v = getattr(self, name)
+            v = numeric(getattr(self, name))
             if v is None and none_ok:
                 return
             if isinstance(v, float) and v.is_integer():
                 v = int(v)
-                setattr(self, name, v)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 bad(name, f"an integer >= {low}" + (" or None" if none_ok else ""))
+            setattr(self, name, v)
 
         def number(name, ok, allowed):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(float(v)):
+            v = numeric(getattr(self, name))
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(float(v)):
                 bad(name, allowed)
             setattr(self, name, float(v))
 
+        for f in dataclasses.fields(self):  # "false" from papermill must not switch a flag on
+            if f.type == "bool":
+                setattr(self, f.name, boolean(f.name, getattr(self, f.name)))
         try:
             self.config = resolve(self.config)
         except ValueError as e:
@@ -176,6 +174,13 @@ class TrainConfig:
         number("init_std", lambda v: v > 0, "a number > 0")
         if self.micro_batch is not None and self.micro_batch > self.batch_size:
             bad("micro_batch", f"an integer in [1, batch_size={self.batch_size}] or None")
+        if self.train_size is not None and self.train_size < self.batch_size:
+            bad("train_size", f"an integer >= batch_size={self.batch_size} (every step takes one full "
+                              "batch) or None")
+        if self.run_dir is not None:
+            path = Path(self.run_dir).expanduser()
+            if path.exists() and not path.is_dir():
+                bad("run_dir", "a folder (new, or holding a run of these parameters); that path is a file")
         self.S = self._check_scale()
         if self.init not in INIT_CHOICES:
             bad("init", f"one of {', '.join(INIT_CHOICES)}")
@@ -222,7 +227,7 @@ class TrainConfig:
 
     def _check_data_root(self):
         if self.dataset == "imagefolder":
-            from .data.datasets import find_classes
+            from .data.datasets import check_training_classes, find_classes
             try:
                 find_classes(self.data_root)
             except ValueError as e:
@@ -231,6 +236,10 @@ class TrainConfig:
             if not val.is_dir() or not any(p.is_dir() for p in val.iterdir()):
                 raise ConfigError(f"data_root={self.data_root!r} has no class folders in val/: "
                                   "imagefolder needs root/train/<class>/* and root/val/<class>/*")
+            try:
+                check_training_classes(self.data_root)
+            except ValueError as e:
+                raise ConfigError(f"data_root={self.data_root!r} is not allowed: {e}") from None
         elif self.data_root is not None and not self.download and not Path(self.data_root).expanduser().is_dir():
             raise ConfigError(f"data_root={self.data_root!r} does not exist: give an existing folder or None")
 
@@ -240,9 +249,9 @@ class TrainConfig:
         if not (path / "checkpoint.pt").is_file() or not (path / "params.json").is_file():
             raise ConfigError(f"{name}={str(path)!r} is not allowed: no checkpoint.pt/params.json there; "
                               f"expected {what}")
-        p = json.loads((path / "params.json").read_text())
+        p = read_json(path / "params.json")
         summary = path / "summary.json"
-        state = json.loads(summary.read_text()).get("status") if summary.is_file() else None
+        state = read_json(summary).get("status") if summary.is_file() else None
         if state != "finished":
             raise ConfigError(f"{name}={str(path)!r} is not allowed: that run is {state or 'not started'}, "
                               f"not finished; expected {what}")
@@ -432,6 +441,13 @@ def build_data(cfg: TrainConfig):
                   skip_corrupt=cfg.skip_corrupt)
     train_set = data.build_dataset(cfg.dataset, "train", size=cfg.train_size, **common)
     val_set = data.build_dataset(cfg.dataset, "val", size=cfg.val_size, **common)
+    if not cfg.skip_corrupt:  # a file that is not an image fails now, not after an epoch
+        for ds in (train_set, val_set):
+            if hasattr(ds, "check_headers"):
+                try:
+                    ds.check_headers()
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
     if dist.is_initialized() and dist.get_world_size() > 1:
         box = [data.rgb_statistics(train_set) if dist.get_rank() == 0 else None]
         dist.broadcast_object_list(box, src=0)
@@ -453,22 +469,47 @@ def default_workers(device: torch.device) -> int:
 # --- checkpoints -----------------------------------------------------------------------------
 
 def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves half a checkpoint."""
+    """torch.save to a temporary file, then rename: a kill never leaves half a checkpoint, and
+    a failed write (disk full) removes its temporary file."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path) -> dict:
     """Read a checkpoint with ``weights_only=True``: tensors, numbers, strings and containers
-    only. A file that needs arbitrary unpickling (which could run code) is refused."""
+    only. A file that needs arbitrary unpickling (which could run code) is refused; a damaged
+    one (truncated, empty, not a checkpoint) gets a one-line ``ConfigError`` naming it."""
+    path = Path(path)
+    damaged = (f"checkpoint {path} is damaged or not a checkpoint ({{}}); delete it to train that "
+               "run again, or restore it from a copy")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError as e:
+        raise ConfigError(f"checkpoint {path} cannot be read ({e.strerror or e})") from None
+    if not head:
+        raise ConfigError(damaged.format("an empty file"))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ValueError(f"refusing to load checkpoint {path}: it needs arbitrary unpickling, which "
-                         f"could run code; only tensors, numbers, strings and containers are allowed "
-                         f"({first})") from None
+        lines = [ln.strip() for ln in str(e).splitlines()]
+        first = next((ln for ln in lines if "Unsupported global" in ln), "")
+        # a zip (torch.save) or pickle stream asking for globals or opcodes the safe loader
+        # refuses: really a security refusal; anything else is just not a checkpoint
+        if first or (head[:1] == b"\x80" and any("Unsupported operand" in ln for ln in lines)):
+            raise ValueError(f"refusing to load checkpoint {path}: it needs arbitrary unpickling, which "
+                             f"could run code; only tensors, numbers, strings and containers are allowed "
+                             f"({first or 'a raw pickle'})") from None
+        raise ConfigError(damaged.format("unreadable data")) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        reason = "truncated" if isinstance(e, EOFError) or "central directory" in str(e) else \
+            (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise ConfigError(damaged.format(reason)) from None
 
 
 # Random streams and resume at any world size. The data a step sees come from (seed, epoch,
@@ -501,23 +542,32 @@ def _set_rng_state(state, loader_generator: torch.Generator) -> None:
 
 # --- run folders -----------------------------------------------------------------------------
 
+RUN_FILES = ("params.json", "summary.json", "metrics.csv", "checkpoint.pt")
 METRICS = ["epoch", "train_loss", "train_top1_err", "train_top5_err", "val_top1_err", "val_top5_err",
            "lr", "images_per_s", "seconds"]
 
 
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, default=str))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, METRICS)
-        w.writeheader()
-        w.writerows(history)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, METRICS)
+            w.writeheader()
+            w.writerows(history)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _summary(status, history, **extra) -> dict:
@@ -555,15 +605,24 @@ def load_run(run_dir) -> Run:
     summary_path, ckpt_path = path / "summary.json", path / "checkpoint.pt"
     if not ckpt_path.is_file() or not summary_path.is_file():
         raise ValueError(f"run_dir={str(path)!r} has no finished checkpoint (no checkpoint.pt/summary.json)")
-    summary = json.loads(summary_path.read_text())
+    summary = read_json(summary_path)
+    if not (path / "params.json").is_file():
+        raise ConfigError(f"run_dir={str(path)!r} has no params.json: it cannot be told which run it "
+                          "holds; restore the file or train the run again")
+    params = read_json(path / "params.json")
     ckpt = load_checkpoint(ckpt_path)
-    if summary.get("status") != "finished" or not ckpt.get("finished"):
+    if summary.get("status") != "finished" or not isinstance(ckpt, dict) or not ckpt.get("finished"):
         raise ValueError(f"run_dir={str(path)!r} has no finished checkpoint: its status is "
                          f"{summary.get('status')!r}; train it to the end first")
+    bad = [k for k, v in ckpt["model"].items() if torch.is_floating_point(v) and not torch.isfinite(v).all()]
+    if bad:
+        raise ConfigError(f"run_dir={str(path)!r}: checkpoint.pt has non-finite weights (NaN or inf in "
+                          f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); the file is damaged or "
+                          "the run diverged: train it again")
     model = vgg(**ckpt["model_args"], init=None)
     model.load_state_dict(ckpt["model"])
     pre = ckpt["preprocess"]
-    return Run(model=model.eval(), params=json.loads((path / "params.json").read_text()), summary=summary,
+    return Run(model=model.eval(), params=params, summary=summary,
                mean=ckpt["mean"], pixel_scale=pre["pixel_scale"], crop=pre["crop"], S=pre["S"],
                classes=list(ckpt["classes"]), path=path)
 
@@ -673,14 +732,23 @@ def train(cfg: TrainConfig) -> Path:
 
     # An existing folder must hold a run of the same parameters; a finished one is reused.
     resume = None
+    if run_dir.is_dir() and not params_path.is_file():
+        leftovers = sorted(p.name for p in run_dir.iterdir() if p.name in RUN_FILES)
+        if leftovers:  # nothing says which run these belong to: never write over them
+            raise ConfigError(f"run_dir={str(run_dir)!r} holds {', '.join(leftovers)} but no params.json, "
+                              "so it cannot be told which run it is; choose another run_dir, or restore "
+                              "params.json")
     if params_path.is_file():
-        old = json.loads(params_path.read_text())
+        old = read_json(params_path, "restore it or choose another run_dir")
+        if old.get("kind", "train") != "train" or "config" not in old:
+            raise ConfigError(f"run_dir={str(run_dir)!r} holds a {old.get('kind', 'non-training')} job's "
+                              "folder, not a training run; choose another run_dir")
         diff = [k for k, v in cfg.identity().items() if k in old and _jsonable(old[k]) != _jsonable(v)]
         if diff:
-            raise ValueError(f"run_dir={str(run_dir)!r} holds a run with other parameters ("
-                             + ", ".join(f"{k}: {old[k]!r} there, {getattr(cfg, k)!r} here" for k in diff)
-                             + "); choose another run_dir")
-        if summary_path.is_file() and json.loads(summary_path.read_text()).get("status") == "finished":
+            raise ConfigError(f"run_dir={str(run_dir)!r} holds a run with other parameters ("
+                              + ", ".join(f"{k}: {old[k]!r} there, {getattr(cfg, k)!r} here" for k in diff)
+                              + "); choose another run_dir")
+        if summary_path.is_file() and read_json(summary_path).get("status") == "finished":
             return run_dir
         if ckpt_path.is_file():
             resume = load_checkpoint(ckpt_path)
@@ -688,7 +756,7 @@ def train(cfg: TrainConfig) -> Path:
     train_set, val_set, stats = build_data(cfg)
     from .data import test_transform, train_transform
     if len(train_set) < cfg.batch_size:
-        raise ValueError(f"batch_size={cfg.batch_size} is larger than the training set "
+        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the training set "
                          f"({len(train_set)} images); use a smaller batch_size or more images")
     classes = list(train_set.classes)
     model_args = dict(name=cfg.config, num_classes=len(classes), width=cfg.width, batch_norm=cfg.batch_norm,
@@ -839,7 +907,8 @@ def train(cfg: TrainConfig) -> Path:
                 write_summary("failed", stop_reason="diverged", failure={
                     "epoch": epoch + 1, "step": diverged, "global_step": epoch_start_step + diverged,
                     "reason": f"non-finite loss at epoch {epoch + 1}, step {diverged}; lr={cfg.lr} is "
-                              "probably too large (the last good checkpoint is kept)"})
+                              "probably too large; " + (f"the checkpoint of epoch {epoch} is kept" if ckpt_path.is_file()
+                                                        else "no checkpoint was written (no epoch finished)")})
                 break
             train_seconds = time.perf_counter() - t0
             val1, val5 = _validate(model, val_loader, device, amp, cfg.pixel_scale, (rank, world))
@@ -865,8 +934,16 @@ def train(cfg: TrainConfig) -> Path:
             if start_epoch >= cfg.epochs:  # resumed a run whose last checkpoint was final
                 write_summary("finished", stop_reason=stop_reason)
     except BaseException as e:
-        write_summary("failed", stop_reason="error", failure={
-            "epoch": epoch + 1, "step": None, "reason": f"{type(e).__name__}: {e}"})
+        try:
+            write_summary("failed", stop_reason="error", failure={
+                "epoch": epoch + 1, "step": None, "reason": f"{type(e).__name__}: {e}"})
+        except OSError:
+            pass  # the folder cannot be written at all (disk full, read-only): say so below
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            kept = (f"the checkpoint of epoch {load_checkpoint(ckpt_path)['epoch']} is kept"
+                    if ckpt_path.is_file() else "no checkpoint was written")
+            raise ConfigError(f"cannot write to run folder {run_dir} ({e.strerror}); {kept}: free some "
+                              "space or make the folder writable, then run again to resume") from e
         raise
     if world > 1:
         dist.barrier()
@@ -901,14 +978,26 @@ def main(argv=None) -> Path:
     args = vars(parser().parse_args(argv))
     try:
         cfg = TrainConfig(**args)
+        path = train(cfg)
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    path = train(cfg)
     if _distributed()[0] == 0:
         print(path)
     if dist.is_initialized():
         dist.destroy_process_group()
+    failure = run_failure(path)
+    if failure:  # the exit status tells the truth: a diverged run is not a success
+        sys.exit(f"error: {failure}")
     return path
+
+
+def run_failure(run_dir) -> str | None:
+    """None for a finished run, else one line: why it failed and where (for exit statuses)."""
+    summary = read_json(Path(run_dir) / "summary.json")
+    if summary.get("status") == "finished":
+        return None
+    reason = (summary.get("failure") or {}).get("reason") or f"status {summary.get('status')!r}"
+    return f"training failed: {reason} (run folder {run_dir})"
 
 
 if __name__ == "__main__":

@@ -248,6 +248,19 @@ def find_classes(root) -> list[str]:
     return classes
 
 
+def check_training_classes(root) -> list[str]:
+    """``find_classes``, plus what training needs: at least 2 classes, each with an image."""
+    classes, train = find_classes(root), Path(root) / "train"
+    if len(classes) < 2:
+        raise ValueError(f"data root {str(root)!r} has a single class folder ({classes[0]}) in train/: "
+                         "a classifier needs at least 2 classes")
+    for c in classes:  # stops at each folder's first image: cheap even for ImageNet
+        if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in (train / c).iterdir()):
+            raise ValueError(f"class folder {str(train / c)!r} has no image files "
+                             f"({', '.join(IMAGE_EXTENSIONS)}): add images or remove the folder")
+    return classes
+
+
 def _decode(path: Path, min_side: int | None) -> torch.Tensor:
     """Decode an image file to uint8 (3, H, W) RGB.
 
@@ -346,6 +359,19 @@ class ImageFolder(VisionDataset):
                 continue  # use the next readable image (and its label) instead
             return (img if self.transform is None else self.transform(img)), self.label(i)
         raise RuntimeError(f"no readable image under {str(self.root / self.split)!r}")
+
+    def check_headers(self) -> None:
+        """Read every file's header (not its pixels): a file that is not an image at all fails
+        here, before training, with one line naming it -- not after an epoch."""
+        from PIL import Image
+
+        for path, _ in self.samples:
+            try:
+                with Image.open(path) as im:
+                    im.size  # noqa: B018 - the header is parsed on open
+            except Exception as e:  # noqa: BLE001
+                raise ValueError(f"image file {str(path)!r} cannot be read ({type(e).__name__}); remove or "
+                                 "replace it, or set skip_corrupt=True to skip unreadable images") from None
 
     def scan(self) -> int:
         """Decode every file once; drop the unreadable ones (counted in ``.skipped``).

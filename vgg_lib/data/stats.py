@@ -3,6 +3,9 @@ and the principal components of RGB values used by AlexNet's colour shift."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+
 import numpy as np
 import torch
 
@@ -36,6 +39,27 @@ def _images(dataset, max_images, seed=0):
             raise ValueError("rgb_statistics needs uint8 (3, H, W) images: build the data set "
                              "with transform=None")
         yield x.numpy()[None]
+
+
+def _files_fingerprint(dataset, max_images, seed=0):
+    """For data read from files (an image folder): a hash of the sampled files' paths, sizes
+    and modification times, so statistics cached before the images changed are not reused."""
+    samples = getattr(dataset, "samples", None)
+    if not isinstance(samples, list):
+        return None
+    n = len(samples)
+    if max_images is None:
+        max_images = IMAGEFOLDER_SAMPLE
+    idx = range(n) if max_images >= n else np.sort(np.random.default_rng(seed).permutation(n)[:max_images])
+    h = hashlib.sha256()
+    for i in idx:
+        path = samples[int(i)][0]
+        try:
+            st = os.stat(path)
+            h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{path}|missing\n".encode())
+    return f"{n}-{h.hexdigest()[:16]}"
 
 
 def compute_rgb_statistics(dataset, max_images=None) -> dict:
@@ -73,6 +97,9 @@ def rgb_statistics(dataset, max_images=None, refresh=False) -> dict:
     path = None
     if identity is not None:
         ident = dict(identity, max_images=max_images, kind="rgb_statistics", version=1)
+        files = _files_fingerprint(dataset, max_images)
+        if files is not None:  # in-memory data keep their old keys
+            ident["files"] = files
         path = cache_dir() / "stats" / f"{identity.get('name', 'data')}-{key(ident)}.json"
     if path is not None and path.exists() and not refresh:
         import json
