@@ -213,11 +213,16 @@ def _status(folder: Path):
     return json.loads(f.read_text()).get("status") if f.is_file() else None
 
 
+def _diverged(folder: Path) -> bool:
+    f = folder / "summary.json"
+    return f.is_file() and json.loads(f.read_text()).get("stop_reason") == "diverged"
+
+
 def train_run(name: str, seed: int, results=None, work=None, log=print) -> Path:
     """Train run ``name``/``seed`` (reusing a finished checkpoint) and export its light files."""
     work_dir = Path(train_params(name, seed, work)["run_dir"])
     out = results_root(results) / folder_name(name, seed)
-    if _status(work_dir) == "finished" and _status(out) == "finished":
+    if (_status(work_dir) == "finished" and _status(out) == "finished") or (_diverged(work_dir) and _diverged(out)):
         return out
     cmd = train_command(name, seed, work)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -226,8 +231,9 @@ def train_run(name: str, seed: int, results=None, work=None, log=print) -> Path:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=repo_root())
     seconds = time.perf_counter() - t0
     if proc.returncode != 0 or _status(work_dir) != "finished":
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        raise RuntimeError(f"training {folder_name(name, seed)} failed: {tail[0]}")
+        if not _diverged(work_dir):  # a divergence is a result (it would diverge again); a crash is not
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+            raise RuntimeError(f"training {folder_name(name, seed)} failed: {tail[0]}")
     out.mkdir(parents=True, exist_ok=True)
     for f in LIGHT_FILES:
         shutil.copyfile(work_dir / f, out / f)
@@ -439,7 +445,7 @@ def load(name: str, seed: int, results=None) -> dict:
     import pandas as pd
 
     folder = results_root(results) / folder_name(name, seed)
-    if _status(folder) != "finished":
+    if _status(folder) != "finished" and not _diverged(folder):  # a diverged run is a result too
         raise FileNotFoundError(f"reference run {folder_name(name, seed)} is not in "
                                 f"{results_root(results)}: run `make reproduce` (or "
                                 f"python -m vgg_lib.experiments reproduce --runs {name})")
