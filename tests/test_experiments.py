@@ -204,6 +204,9 @@ def test_every_reference_run_is_finished_with_its_provenance_and_evaluations():
     for name in X.RUNS:
         for seed in X.SEEDS:
             r = X.load(name, seed)
+            if r["summary"].get("stop_reason") == "diverged":  # a result: std 0.1 blows the plain D up
+                assert name == "D-plain-std0.1", name
+                continue
             assert r["summary"]["status"] == "finished"
             assert r["params"]["seed"] == seed and r["params"]["config"] == X.RUNS[name]["config"]
             for key in ("git_commit", "command", "cpu", "threads", "wall_seconds", "date"):

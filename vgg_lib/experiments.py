@@ -472,11 +472,13 @@ def table(set_name: str, seeds=SEEDS, results=None):
         for seed in seeds:
             r = load(name, seed, results)
             s, m = r["summary"], r["metrics"]
+            nan = float("nan")  # a run that diverged before its first epoch has no error to report
             rows.append({"label": label, "run": name, "seed": seed, "config": r["params"]["config"],
-                         "top1_err": 100 * s["val_top1_err"], "top5_err": 100 * s["val_top5_err"],
+                         "top1_err": 100 * s.get("val_top1_err", nan), "top5_err": 100 * s.get("val_top5_err", nan),
                          "epochs": int(s["epochs_done"]), "lr_decreases": s.get("lr_decreases"),
-                         "stop": s.get("stop_reason"), "first_epoch_top1": 100 * m.val_top1_err.iloc[0],
-                         "minutes": s["seconds"] / 60})
+                         "stop": s.get("stop_reason"),
+                         "first_epoch_top1": 100 * m.val_top1_err.iloc[0] if len(m) else nan,
+                         "minutes": s.get("seconds", 0.0) / 60})
     return pd.DataFrame(rows)
 
 
