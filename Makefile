@@ -42,6 +42,7 @@ browser:
 	bash scripts/install_chromium.sh
 
 book: $(STAMP) data web-assets
+	@mkdir -p .state    # IPython, Jupyter and matplotlib keep their state here (see the exports)
 	$(VENV)/bin/jupyter-book build . --path-output . -W --keep-going || \
 	  (echo "book build failed: see the reports under _build/html/reports"; exit 1)
 
