@@ -203,9 +203,9 @@ LIGHT_FILES = ("params.json", "metrics.csv", "summary.json")
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    from .data.cache import save_json  # the project's atomic writer (temporary file + rename)
+
+    save_json(path, obj)
 
 
 def _status(folder: Path):
@@ -218,6 +218,12 @@ def _diverged(folder: Path) -> bool:
     return f.is_file() and json.loads(f.read_text()).get("stop_reason") == "diverged"
 
 
+def _run_training(cmd: list[str]) -> subprocess.CompletedProcess:
+    """``python -m vgg_lib.train ...`` on one thread, from the repository."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=repo_root())
+
+
 def train_run(name: str, seed: int, results=None, work=None, log=print) -> Path:
     """Train run ``name``/``seed`` (reusing a finished checkpoint) and export its light files."""
     work_dir = Path(train_params(name, seed, work)["run_dir"])
@@ -225,10 +231,9 @@ def train_run(name: str, seed: int, results=None, work=None, log=print) -> Path:
     if (_status(work_dir) == "finished" and _status(out) == "finished") or (_diverged(work_dir) and _diverged(out)):
         return out
     cmd = train_command(name, seed, work)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     commit = _git_commit()  # the code the run starts with
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=repo_root())
+    proc = _run_training(cmd)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0 or _status(work_dir) != "finished":
         if not _diverged(work_dir):  # a divergence is a result (it would diverge again); a crash is not
@@ -380,7 +385,7 @@ def reproduce(names=None, seeds=SEEDS, jobs: int = 2, results=None, work=None) -
     """Run the grid with ``jobs`` processes of one thread each; a task starts when what it
     needs is done; finished runs and evaluations are reused. Returns the failures."""
     todo = tasks(names, seeds)
-    done, failed, running = set(), [], set()
+    done, broken, failed, running = set(), set(), [], set()
     lock = threading.Condition()
 
     def needs(t):
@@ -409,7 +414,11 @@ def reproduce(names=None, seeds=SEEDS, jobs: int = 2, results=None, work=None) -
             ok = False
         with lock:
             running.discard(key(t))
-            (done.add(key(t)) if ok else failed.append(f"{kind} {folder_name(name, seed)} {spec or ''}"))
+            if ok:
+                done.add(key(t))
+            else:
+                broken.add(key(t))
+                failed.append(f"{kind} {folder_name(name, seed)} {spec or ''}")
             lock.notify_all()
 
     pending = list(todo)
@@ -418,9 +427,10 @@ def reproduce(names=None, seeds=SEEDS, jobs: int = 2, results=None, work=None) -
         with lock:
             while pending:
                 ready = [t for t in pending if needs(t) <= done]
-                dead = [t for t in pending if any(_failed_key(n, failed) for n in needs(t))]
+                dead = [t for t in pending if needs(t) & broken]
                 for t in dead:
                     pending.remove(t)
+                    broken.add(key(t))
                     failed.append(f"skipped {t[0]} {folder_name(t[1], t[2])}: a dependency failed")
                 if ready and len(running) < max(1, jobs):
                     t = ready[0]
@@ -431,11 +441,6 @@ def reproduce(names=None, seeds=SEEDS, jobs: int = 2, results=None, work=None) -
                     lock.wait(timeout=5)
     print(f"grid finished in {time.perf_counter() - t0:.0f} s; {len(failed)} failures", flush=True)
     return failed
-
-
-def _failed_key(need, failed) -> bool:
-    kind, name, seed = need
-    return any(f.startswith(f"{kind} {folder_name(name, seed)} ") for f in failed)
 
 
 # --- reading the results (the chapters) -----------------------------------------------------------
@@ -534,8 +539,7 @@ def verify(name: str = VERIFY[0], seed: int = VERIFY[1], results=None, work=None
     run_dir = fresh_work / "reference" / folder_name(name, seed)
     cmd = train_command(name, seed, fresh_work)
     if _status(run_dir) != "finished":
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=repo_root())
+        proc = _run_training(cmd)
         if proc.returncode != 0:
             raise RuntimeError(f"verification run failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
     fresh = json.loads((run_dir / "summary.json").read_text())
@@ -610,13 +614,18 @@ def paired_difference(a, b, level: float = 0.95) -> dict:
     return {"diff": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half), "se": se}
 
 
-def paper_table3(config: str, train_S: str = "256") -> tuple[float, float]:
-    """(top-1, top-5) validation error of Table 3 for a config and training scale."""
+def _paper_errors(table: int, config: str, train_S: str) -> tuple[float, float]:
+    """(top-1, top-5) validation error of Table 3 or 4 for a config and training scale (NaN if absent)."""
     from . import paper
 
-    t = paper.table(3)
+    t = paper.table(table)
     row = t[(t.config == config) & (t.train_S.astype(str) == train_S)]
     return (float("nan"), float("nan")) if row.empty else tuple(float(v) for v in row.iloc[0][["top1_val_error", "top5_val_error"]])
+
+
+def paper_table3(config: str, train_S: str = "256") -> tuple[float, float]:
+    """(top-1, top-5) validation error of Table 3 for a config and training scale."""
+    return _paper_errors(3, config, train_S)
 
 
 def beside_paper(set_name: str, paper_top1: dict, results=None):
@@ -671,15 +680,11 @@ def paired_table(df, before: str, after: str, paper_diff: dict | None = None):
 
 def paper_multi_scale_gain() -> dict:
     """Table 4 minus Table 3 (top-1, dense) per label of ``EVALUATED`` where both exist."""
-    from . import paper
-
-    t3, t4 = paper.table(3), paper.table(4)
     out = {}
     for label, (config, S) in PAPER_OF.items():
-        a = t3[(t3.config == config) & (t3.train_S.astype(str) == S)].top1_val_error
-        b = t4[(t4.config == config) & (t4.train_S.astype(str) == S)].top1_val_error
-        if len(a) and len(b):
-            out[label] = float(b.iloc[0] - a.iloc[0])
+        gain = _paper_errors(4, config, S)[0] - _paper_errors(3, config, S)[0]
+        if not np.isnan(gain):
+            out[label] = gain
     return out
 
 
