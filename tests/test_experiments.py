@@ -117,7 +117,7 @@ def test_every_training_command_parses_back_to_its_parameters(tmp_path):
         for key, value in want.items():
             assert args[key] == value, (name, key)
     assert X._display(X.train_command("D-S384", 2, work=tmp_path), tmp_path).startswith("python -m vgg_lib.train")
-    assert "runs/reference/D-s2" in X._display(X.train_command("D-S384", 2, work=tmp_path), tmp_path)
+    assert "runs/reference/D-12ep-s2" in X._display(X.train_command("D-S384", 2, work=tmp_path), tmp_path)
 
 
 def test_tasks_come_after_what_they_need():

@@ -252,6 +252,26 @@ def test_huge_lr_diverges(tmp_path):
     assert not (path / "checkpoint.pt").exists()  # no good epoch ever finished
 
 
+def test_a_run_stopped_by_its_epoch_cap_goes_on_to_a_larger_cap(tmp_path):
+    # Training on from the 2-epoch checkpoint is the 4-epoch run, bit for bit.
+    kw = dict(seed=3, patience=0, max_decreases=20)
+    reference = train(tiny(tmp_path, "reference", epochs=4, **kw))
+    short = train(tiny(tmp_path, "extended", epochs=2, **kw))
+    extended = train(tiny(tmp_path, "extended", epochs=4, **kw))
+    assert_same_weights(weights(reference), weights(extended))
+    cols = [c for c in T.METRICS if c not in ("images_per_s", "seconds")]
+    pd.testing.assert_frame_equal(pd.read_csv(reference / "metrics.csv")[cols],
+                                  pd.read_csv(extended / "metrics.csv")[cols])
+    assert json.loads((short / "params.json").read_text())["epochs"] == 4
+    # a smaller cap, or a run the schedule stopped, is another run: refused, nothing written
+    with pytest.raises(ConfigError, match="epochs: 4 there, 3 here"):
+        train(tiny(tmp_path, "extended", epochs=3, **kw))
+    stopped = train(tiny(tmp_path, "stopped", epochs=30, seed=3, patience=0, max_decreases=0))
+    assert json.loads((stopped / "summary.json").read_text())["stop_reason"] == "lr_schedule"
+    with pytest.raises(ConfigError, match="only if its epoch cap stopped it"):
+        train(tiny(tmp_path, "stopped", epochs=40, seed=3, patience=0, max_decreases=0))
+
+
 # --- resume after SIGKILL and DDP equivalence: real processes --------------------------------
 
 def _env(threads=1):

@@ -88,7 +88,7 @@ class TrainConfig:
     train_size: int | None = _f(None, "number of training images (None: all of the data set)")
     val_size: int | None = _f(None, "number of validation images (None: all of the data set)")
     skip_corrupt: bool = _f(False, "imagefolder: skip unreadable images (counted) instead of failing")
-    epochs: int = _f(74, "maximum number of epochs (the paper stopped after 370K iterations, 74 epochs)")
+    epochs: int = _f(74, "maximum number of epochs (the paper stopped after 370K iterations, 74 epochs); a run stopped by this cap goes on when started again with a larger one")
     batch_size: int = _f(256, "global mini-batch size (Sect. 3.1: 256)")
     micro_batch: int | None = _f(None, "images per forward pass; gradients are accumulated up to batch_size")
     lr: float = _f(1e-2, "initial learning rate (Sect. 3.1: 1e-2; 1e-3 when starting from a trained run)")
@@ -744,14 +744,21 @@ def train(cfg: TrainConfig) -> Path:
             raise ConfigError(f"run_dir={str(run_dir)!r} holds a {old.get('kind', 'non-training')} job's "
                               "folder, not a training run; choose another run_dir")
         diff = [k for k, v in cfg.identity().items() if k in old and _jsonable(old[k]) != _jsonable(v)]
-        if diff:
+        summary = read_json(summary_path) if summary_path.is_file() else {}
+        extend = diff == ["epochs"] and cfg.epochs > old["epochs"] and ckpt_path.is_file() and (
+            summary.get("stop_reason") in ("epochs", None) and summary.get("status") != "failed")
+        if diff and not extend:
             raise ConfigError(f"run_dir={str(run_dir)!r} holds a run with other parameters ("
                               + ", ".join(f"{k}: {old[k]!r} there, {getattr(cfg, k)!r} here" for k in diff)
-                              + "); choose another run_dir")
-        if summary_path.is_file() and read_json(summary_path).get("status") == "finished":
+                              + "); choose another run_dir"
+                              + ("" if diff != ["epochs"] else
+                                 " (a run continues to a larger epochs only if its epoch cap stopped it)"))
+        if summary.get("status") == "finished" and not extend:
             return run_dir
         if ckpt_path.is_file():
             resume = load_checkpoint(ckpt_path)
+            if extend:  # stopped by the old cap only: training on is the run with the larger cap
+                resume["finished"] = False
 
     train_set, val_set, stats = build_data(cfg)
     from .data import test_transform, train_transform
