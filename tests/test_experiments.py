@@ -180,6 +180,16 @@ def test_a_tiny_grid_trains_evaluates_exports_and_reuses(tmp_path, monkeypatch):
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     assert X.reproduce(seeds=(0,), jobs=1, results=results, work=work) == []  # all reused
     assert before == {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    # A larger epoch cap: the run goes on from its checkpoint, the old evaluation is redone and
+    # the provenance adds up both parts.
+    monkeypatch.setitem(X.RUNS["tiny"], "epochs", 2)
+    assert X._stale(folder, X.train_params("tiny", 0, work)) == ["epochs"]
+    assert X.reproduce(seeds=(0,), jobs=1, results=results, work=work) == []
+    assert json.loads((folder / "summary.json").read_text())["epochs_done"] == 2
+    assert (folder / "eval_dense_train_n50.json").stat().st_mtime_ns != before["eval_dense_train_n50.json"]
+    prov2 = json.loads((folder / "provenance.json").read_text())
+    assert prov2["continued_from"] == prov and prov2["wall_seconds"] > prov["wall_seconds"]
+    assert "--epochs 2" in prov2["command"]
 
 
 # --- the committed reference results ----------------------------------------------------------------
@@ -208,6 +218,8 @@ def test_every_reference_run_is_finished_with_its_provenance_and_evaluations():
                 assert name == "D-plain-std0.1", name
                 continue
             assert r["summary"]["status"] == "finished"
+            # the committed run is the one RUNS and RECIPE define (e.g. not an older epoch cap)
+            assert X._stale(RESULTS / X.folder_name(name, seed), X.train_params(name, seed)) == [], (name, seed)
             assert r["params"]["seed"] == seed and r["params"]["config"] == X.RUNS[name]["config"]
             for key in ("git_commit", "command", "cpu", "threads", "wall_seconds", "date"):
                 assert r["provenance"][key] not in (None, ""), (name, key)
