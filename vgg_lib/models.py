@@ -143,8 +143,9 @@ def vgg(name: str = "D", num_classes: int = 1000, width: float = 1.0, batch_norm
     dense evaluation (Sect. 3.2) slides overlapping windows as it does at full scale.
 
     ``device``: where the parameters are created (default: torch's default device). On
-    ``"meta"`` they have shapes but no storage: a full-size net to count or tabulate
-    (``analysis.count_params``, ``analysis.layer_table``) costs nothing instead of 500 MB.
+    ``"meta"`` they have shapes but no storage (and ``init`` is skipped): a full-size net to
+    count or tabulate (``analysis.count_params``, ``analysis.layer_table``) costs nothing
+    instead of 500 MB.
     """
     config = resolve(name)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
@@ -172,7 +173,8 @@ def vgg(name: str = "D", num_classes: int = 1000, width: float = 1.0, batch_norm
         classifier = make_classifier(channels * side * side, _scaled(FC_WIDTH, width), num_classes, dropout)
     model = VGG(features, classifier, config=config, input_size=input_size, width=width,
                 batch_norm=batch_norm, pools=pools)
-    if init is not None:
+    # meta tensors hold no values: initialising them only costs time (2 s on first use)
+    if init is not None and not next(model.parameters()).is_meta:
         init_weights(model, init)
     return model
 
