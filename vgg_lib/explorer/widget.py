@@ -8,7 +8,7 @@ import uuid
 import ipywidgets as w
 
 from ..configs import CONFIGS
-from . import static
+from . import static as page
 from .compare import CompareTab
 from .controls import Controls
 from .erf import ErfSource
@@ -119,7 +119,7 @@ class ReceptiveFieldExplorer:
             image = s.user_photo if s.image == YOUR_IMAGE else s.image
             config = s.config if s.config in CONFIGS else "D"      # the page knows Table 1 only
             layer = s.layer if config == s.config else "conv5_3"
-            bundle["text/html"] = static.static_html(static.cached_payload(image, s.input_size), config, layer)
+            bundle["text/html"] = page.static_html(page.cached_payload(image, s.input_size), config, layer)
         return bundle
 
 
