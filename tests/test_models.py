@@ -4,6 +4,8 @@ import torch
 import torchvision
 from torch import nn
 
+from vgg_lib import paper
+from vgg_lib.analysis import count_params
 from vgg_lib.configs import ALIASES, CONFIGS, describe, resolve, weight_layers
 from vgg_lib.models import (VGG, fully_convolutional, init_from, init_weights, load_torchvision_weights,
                             vgg)
@@ -31,8 +33,21 @@ def test_aliases():
 @pytest.mark.parametrize("name,expected", [("A", 132_863_336), ("A-LRN", 132_863_336), ("B", 133_047_848),
                                            ("C", 133_638_952), ("D", 138_357_544), ("E", 143_667_240)])
 def test_parameter_counts_of_table2(name, expected):
-    model = vgg(name, init=None)
-    assert sum(p.numel() for p in model.parameters()) == expected
+    # on the meta device: the shapes without the 530-575 MB of float32 weights
+    model = vgg(name, device="meta")
+    assert count_params(model) == expected
+
+
+def test_meta_device_counts_like_the_cpu_and_allocates_nothing():
+    d = vgg("D", device="meta")
+    assert all(p.is_meta for p in d.parameters()) and count_params(d) == 138_357_544
+    millions = paper.table(2).set_index("config").params_millions
+    assert round(count_params(vgg("A", device="meta")) / 1e6) == millions["A"] == 133
+    small = vgg("E", batch_norm=True, **SMALL)
+    assert count_params(vgg("E", batch_norm=True, device="meta", **SMALL)) == count_params(small) == sum(
+        p.numel() for p in small.parameters())
+    with pytest.raises(ValueError, match=r"device 'gpu9' is not a torch device \(e.g. 'cpu', 'cuda', 'meta'\)"):
+        vgg("A", device="gpu9")
 
 
 def test_layer_names_follow_the_paper():
@@ -49,7 +64,7 @@ def test_width_scales_channels_and_fc_and_input_size_fixes_fc6():
     assert m.features.conv1_1.out_channels == 8 and m.features.conv5_2.out_channels == 64
     assert m.classifier.fc6.in_features == 64 * 1 * 1 and m.classifier.fc6.out_features == 512
     assert m.classifier.fc8.out_features == 10
-    assert vgg("A", init=None).classifier.fc6.in_features == 512 * 7 * 7
+    assert vgg("A", device="meta").classifier.fc6.in_features == 512 * 7 * 7
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
@@ -119,9 +134,14 @@ def test_fully_convolutional_keeps_the_models_device_and_dtype(device, dtype):
 
 
 def test_fully_convolutional_full_size_class_score_map():
-    m = vgg("A", init="normal").eval()
-    with torch.no_grad():
-        assert fully_convolutional(m)(torch.randn(1, 3, 384, 384)).shape == (1, 1000, 6, 6)
+    # shapes only (the values are checked at width 1/8 above): the meta device runs the same
+    # shape checks as the CPU kernels without 530 MB of weights and 20 GMACs of arithmetic
+    m = vgg("A", device="meta").eval()
+    f = fully_convolutional(m)
+    assert f.classifier.fc6.weight.is_meta and f.classifier.fc6.kernel_size == (7, 7)
+    assert f(torch.empty(1, 3, 384, 384, device="meta")).shape == (1, 1000, 6, 6)
+    with pytest.raises(ValueError, match="use fully_convolutional"):
+        m(torch.empty(1, 3, 384, 384, device="meta"))
 
 
 def test_init_schemes():
@@ -185,9 +205,12 @@ def test_torchvision_weights_give_identical_outputs(tv_name, ours, bn):
 
 
 def test_torchvision_weights_of_another_architecture_name_key_and_shapes():
-    tv = torchvision.models.vgg19(weights=None)
+    # the mismatch is found from shapes alone: every net on the meta device
+    with torch.device("meta"):
+        tv19, tv16_bn = torchvision.models.vgg19(weights=None), torchvision.models.vgg16_bn(weights=None)
+    d = vgg("D", init=None, device="meta")
     with pytest.raises(ValueError, match=r"model key features.conv4_1.weight has shape \(512, 256, 3, 3\) "
                                          r"but state-dict key features.16.weight has shape \(256, 256, 3, 3\)"):
-        load_torchvision_weights(vgg("D", init=None), tv.state_dict())
+        load_torchvision_weights(d, tv19.state_dict())
     with pytest.raises(ValueError, match="state-dict key features.1.weight"):
-        load_torchvision_weights(vgg("D", init=None), torchvision.models.vgg16_bn(weights=None).state_dict())
+        load_torchvision_weights(d, tv16_bn.state_dict())

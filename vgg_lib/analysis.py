@@ -160,6 +160,12 @@ def receptive_field(model: nn.Module, input_size: int | None = None) -> pd.DataF
 
 
 def count_params(model: nn.Module) -> int:
+    """Number of weights and biases of ``model`` (shared parameters counted once).
+
+    Only shapes are read, so a model on the ``meta`` device counts the same as on the CPU:
+    ``count_params(vgg("D", device="meta"))`` is Table 2's 138,357,544 without allocating the
+    net's 553 MB of float32 weights.
+    """
     return sum(p.numel() for p in model.parameters())
 
 

@@ -7,6 +7,7 @@ fully-connected layers. ``model.features.conv5_3`` reads like the paper.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 from collections import OrderedDict
@@ -126,7 +127,7 @@ class VGG(nn.Module):
 
 def vgg(name: str = "D", num_classes: int = 1000, width: float = 1.0, batch_norm: bool = False,
         dropout: float = 0.5, input_size: int = 224, init: str | None = "normal",
-        pools: int = 5) -> VGG:
+        pools: int = 5, device: str | torch.device | None = None) -> VGG:
     """Build configuration ``name`` of Table 1 (``"A"``, ``"A-LRN"``, ``"B"``, ``"C"``, ``"D"``,
     ``"E"``, ``"B-5x5"`` or torchvision's ``"vgg11"``, ``"vgg13"``, ``"vgg16"``, ``"vgg19"``).
 
@@ -140,6 +141,11 @@ def vgg(name: str = "D", num_classes: int = 1000, width: float = 1.0, batch_norm
     The book's miniature uses ``pools=3`` at a 32-pixel crop: pool5 is then 4x4 instead of 1x1,
     so the fully-convolutional net's fc6 window spans 4 output strides (7 in the paper) and
     dense evaluation (Sect. 3.2) slides overlapping windows as it does at full scale.
+
+    ``device``: where the parameters are created (default: torch's default device). On
+    ``"meta"`` they have shapes but no storage (and ``init`` is skipped): a full-size net to
+    count or tabulate (``analysis.count_params``, ``analysis.layer_table``) costs nothing
+    instead of 500 MB.
     """
     config = resolve(name)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
@@ -155,14 +161,20 @@ def vgg(name: str = "D", num_classes: int = 1000, width: float = 1.0, batch_norm
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     if init is not None and init not in INIT_SCHEMES:
         raise ValueError(f"init must be one of {', '.join(INIT_SCHEMES)} or None, got {init!r}")
+    try:
+        place = torch.device(device) if device is not None else contextlib.nullcontext()
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'meta'): {e}") from None
 
-    features = make_features(CONFIGS[config], width, batch_norm, pools)
-    channels = [m.out_channels for m in features if isinstance(m, nn.Conv2d)][-1]
-    side = input_size // 2 ** pools
-    classifier = make_classifier(channels * side * side, _scaled(FC_WIDTH, width), num_classes, dropout)
+    with place:
+        features = make_features(CONFIGS[config], width, batch_norm, pools)
+        channels = [m.out_channels for m in features if isinstance(m, nn.Conv2d)][-1]
+        side = input_size // 2 ** pools
+        classifier = make_classifier(channels * side * side, _scaled(FC_WIDTH, width), num_classes, dropout)
     model = VGG(features, classifier, config=config, input_size=input_size, width=width,
                 batch_norm=batch_norm, pools=pools)
-    if init is not None:
+    # meta tensors hold no values: initialising them only costs time (2 s on first use)
+    if init is not None and not next(model.parameters()).is_meta:
         init_weights(model, init)
     return model
 

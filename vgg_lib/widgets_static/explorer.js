@@ -1,7 +1,7 @@
-// The receptive-field explorer without a kernel (vgg_lib.widgets.static_html inlines this file).
+// The receptive-field explorer without a kernel (vgg_lib.explorer.static.static_html inlines this file).
 // The page carries the raw layer list of every configuration (kernel, stride, padding,
 // channels); this script walks it with the recurrences of Araujo et al. (Distill, 2019), the
-// same as vgg_lib.analysis.receptive_field, and draws the same SVG as vgg_lib.widgets.render_view.
+// same as vgg_lib.analysis.receptive_field, and draws the same SVG as vgg_lib.explorer.render.view_svg.
 // Nothing is fetched: the image and the precomputed effective receptive fields are data URIs.
 function vggRfxMount(root, data, initial) {
   "use strict";
