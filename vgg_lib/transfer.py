@@ -7,7 +7,7 @@ average or stack the descriptors of several scales Q, L2-normalise, and train a 
 linear SVM on the target data. Scored as the paper does: mean class recall (Caltech) and mean
 average precision (VOC, several labels per image).
 
->>> source = load_source("runs/train-D-shapes-s0-...")          # or a torchvision state dict
+>>> source = load_source("runs/D-shapes-s0-...")                # or a torchvision state dict
 >>> X = extract_features(source.model, train_set, scales=paper_scales(source.model), **source.preprocessing)
 >>> result = linear_svm(X, y, X_test, y_test, C=1.0)
 >>> result.mean_class_recall
@@ -18,7 +18,6 @@ average precision (VOC, several labels per image).
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,19 +266,19 @@ def load_source(source) -> Source:
     ``_bn``: the configuration, width and input size are read from the tensors' shapes; its
     inputs are preprocessed as torchvision's ImageNet weights expect). ``ValueError`` for
     anything else, and for a run that did not finish."""
-    from .train import load_run
+    from . import runs
 
     path = Path(str(source)).expanduser()
     if path.is_dir():
         if not (path / "summary.json").is_file():
             raise ValueError(f"source={str(path)!r} is not a run folder (no summary.json); expected the "
                              "folder of a finished training run or a torchvision state-dict file")
-        status = json.loads((path / "summary.json").read_text()).get("status")
+        status = runs.status(path)
         if status != "finished":
             raise ValueError(f"source={str(path)!r} is a run that has not finished (status {status!r}); "
                              "allowed: a finished run -- train it to the end first")
-        run = load_run(path)
-        return Source(run.model, dict(mean=run.mean, pixel_scale=run.pixel_scale), path.name)
+        run = runs.load_run(path)
+        return Source(run.model, run.preprocessing, path.name)
     if path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
