@@ -1,6 +1,8 @@
 """The training recipe of Sect. 3.1 and the synchronous multi-GPU training of Sect. 3.3.
 
-One function, ``train(cfg)``, runs the whole recipe and writes a *run folder*::
+``train(cfg)`` runs the whole recipe and writes a *run folder* (``vgg_lib.runs``); its epochs
+are ``fit``, the one SGD loop of the project (``transfer.fine_tune`` and the localisation nets use
+it too)::
 
     params.json     the TrainConfig (plus what was derived from it: S, Q, classes, ...)
     metrics.csv     one row per epoch: losses, top-1/top-5 errors, lr, images/s, seconds
@@ -36,14 +38,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import dataclasses
 import errno
 import hashlib
 import json
 import math
 import os
-import pickle
 import random
 import sys
 import time
@@ -505,26 +505,205 @@ def _summary(status, history, **extra) -> dict:
     return s
 
 
-# --- the training loop ------------------------------------------------------------------------
+# --- the loop: fit ------------------------------------------------------------------------------
+# One loop serves every training of the project: train() (a run folder, resume, torchrun),
+# transfer.fine_tune and the localisation nets. It is SGD with the plateau schedule of Sect. 3.1
+# over loaders of (inputs, targets) batches; what differs between those uses is passed in:
+# the loss, what counts as a correct prediction, how a batch reaches the device.
 
-def _accuracy_counts(logits, y, k=5):
-    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
-    hit = top == y[:, None]
-    return hit[:, 0].sum(), hit.any(dim=1).sum()
-
-
-def _distributed():
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return rank, world, local
+def topk_correct(outputs: torch.Tensor, targets: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """Correct top-1 and top-k predictions of a batch, ``[hits1, hitsk]`` on the device (no
+    host sync; ``evaluate.topk_error`` is the same count on posteriors already on the host)."""
+    hit = outputs.topk(min(k, outputs.shape[1]), dim=1).indices == targets[:, None]
+    return torch.stack([hit[:, 0].sum(), hit.any(dim=1).sum()])
 
 
-def _device(cfg, local_rank):
-    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank)
+def cross_entropy_sum(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The classification loss of Sect. 3.1 (multinomial logistic regression), summed over the
+    batch: ``fit`` divides by the global batch size, so micro-batches and processes add up."""
+    return F.cross_entropy(outputs.float(), targets, reduction="sum")
 
+
+def sgd(parameters, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:
+    """Mini-batch SGD with momentum and weight decay (Sect. 3.1). PyTorch's rule is v = m v + g,
+    w -= lr v (Caffe's: v = m v + lr g): the same at a constant lr. Fused: one kernel for all
+    parameters, and it can skip a step on the device (``_sgd_step``)."""
+    return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
+
+
+@dataclass
+class Loop:
+    """How the steps run -- what changes the speed of a training, not its result."""
+
+    device: torch.device = torch.device("cpu")
+    rank: int = 0
+    world: int = 1
+    amp: str = "off"  # bf16 | fp16 | off
+    micro_batch: int | None = None  # images per forward pass; gradients accumulate to the batch
+    max_steps: int | None = None  # stop after this many steps in total (tests)
+    progress: bool = False
+    seed: int = 0  # dropout masks of epoch e come from (seed, rank, e): resumable anywhere
+    pixel_scale: float = 1.0  # of uint8 batches normalised on the device
+
+    def prepare(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of the loader on the device: ``(x, y)``, or ``(uint8 crops, offsets, y)``
+        normalised there (``vgg_lib.data.normalise``)."""
+        if len(batch) == 3:
+            images, offsets, y = batch
+            return _to_device(images, offsets, self.device, self.pixel_scale), y.to(self.device, non_blocking=True)
+        x, y = batch
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+@dataclass
+class Fitted:
+    """What ``fit`` did: one row per epoch (errors in percent), why it stopped, steps taken,
+    and for a divergence where it happened."""
+
+    history: list[dict]
+    stop_reason: str  # epochs | lr_schedule | max_steps | diverged
+    steps: int
+    failure: dict | None = None
+
+
+def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, lr: float | None = None,
+        momentum: float = 0.9, weight_decay: float = 5e-4, patience: int = 2, lr_factor: float = 0.1,
+        max_decreases: int = 3, loss_fn=cross_entropy_sum, correct_fn=topk_correct, parameters=None,
+        loop: Loop | None = None, optimizer=None, schedule=None, scaler=None, net=None,
+        history=(), start_epoch: int = 0, step: int = 0, on_epoch=None) -> Fitted:
+    """Train ``model`` for at most ``epochs`` epochs with the recipe of Sect. 3.1: SGD (``sgd``),
+    the learning rate divided by ``1 / lr_factor`` when the validation error stops improving for
+    ``patience`` epochs, a stop at the plateau after ``max_decreases`` divisions.
+
+    ``train_loader`` yields ``(x, target)`` batches (or ``(uint8 crops, offsets, target)``, see
+    ``Loop.prepare``) of one global batch size; its batch sampler's ``set_epoch`` is called
+    before each epoch when it has one. ``loss_fn(outputs, targets)`` is the batch's *summed*
+    loss; ``correct_fn(outputs, targets)`` counts correct predictions (top-1, top-5 by default);
+    errors are reported in percent. ``parameters`` are what is updated (default: all).
+
+    A run that resumes passes its ``optimizer``, ``schedule``, ``scaler``, ``history``,
+    ``start_epoch`` and ``step``; ``on_epoch(fitted, done)`` is called after every epoch (a
+    checkpoint). A non-finite loss skips its step on the device and stops the loop as diverged.
+    """
+    loop = loop or Loop(device=next(model.parameters()).device)
+    if optimizer is None:
+        params = [p for p in (model.parameters() if parameters is None else parameters) if p.requires_grad]
+        optimizer = sgd(params, lr, momentum, weight_decay)
+    schedule = schedule or Schedule(optimizer, lr_factor, patience, max_decreases)
+    fitted = Fitted(list(history), "epochs", step)
+    sampler = getattr(train_loader, "batch_sampler", None)
+    batch_size = getattr(sampler, "batch_size", None) or train_loader.batch_size
+    for epoch in range(start_epoch, epochs):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        torch.manual_seed(_dropout_seed(loop.seed, loop.rank, epoch))  # this process's dropout masks
+        t0 = time.perf_counter()
+        sums, images = train_one_epoch(model if net is None else net, train_loader, optimizer, scaler, loss_fn, correct_fn,
+                                       loop, fitted, batch_size, f"epoch {epoch + 1}/{epochs}")
+        if fitted.stop_reason == "diverged":
+            fitted.failure["epoch"] = epoch + 1
+            break
+        train_seconds = time.perf_counter() - t0
+        val = validate(model, val_loader, correct_fn, loop) if val_loader is not None else [float("nan")] * 2
+        loss_sum, *correct = sums
+        fitted.history.append({"epoch": epoch + 1, "train_loss": loss_sum / images,
+                               "train_top1_err": 100 * (1 - correct[0] / images),
+                               "train_top5_err": 100 * (1 - correct[-1] / images),
+                               "val_top1_err": val[0], "val_top5_err": val[-1],
+                               "lr": optimizer.param_groups[0]["lr"], "images_per_s": images / train_seconds,
+                               "seconds": time.perf_counter() - t0})
+        if fitted.stop_reason != "max_steps" and val_loader is not None and schedule.step(100 - val[0]):
+            fitted.stop_reason = "lr_schedule"
+        done = fitted.stop_reason != "epochs" or epoch + 1 == epochs
+        if on_epoch is not None:
+            on_epoch(fitted, done)
+        if done:
+            break
+    return fitted
+
+
+def train_one_epoch(net, loader, optimizer, scaler, loss_fn, correct_fn, loop: Loop, fitted: Fitted,
+                    batch_size: int, desc: str = "") -> tuple[list[float], int]:
+    """One pass over ``loader``: (sums of loss and correct counts, images seen). Sums stay on
+    the device and are read once every ``SYNC_EVERY`` steps (the only host syncs)."""
+    from tqdm.auto import tqdm
+
+    net.train()
+    totals, first_bad, images, start = None, torch.full((), -1, dtype=torch.int64, device=loop.device), 0, fitted.steps
+    bar = tqdm(loader, desc=desc, leave=False, disable=not (loop.progress and loop.rank == 0), dynamic_ncols=True)
+    for i, batch in enumerate(bar):
+        x, y = loop.prepare(batch)
+        optimizer.zero_grad(set_to_none=True)
+        step_totals = _forward_backward(net, x, y, loss_fn, correct_fn, loop, scaler, batch_size)
+        if loop.world > 1:  # an asynchronous collective: every process sees the same sums
+            dist.all_reduce(step_totals)
+        bad = ~torch.isfinite(step_totals[0])
+        first_bad = torch.where(bad & (first_bad < 0), i, first_bad)
+        _sgd_step(optimizer, scaler, bad.float())  # never a step on a non-finite loss
+        fitted.steps += 1
+        totals = step_totals if totals is None else totals + step_totals
+        images += batch_size  # every step is one full global batch
+        last = loop.max_steps is not None and fitted.steps >= loop.max_steps
+        if (i + 1) % SYNC_EVERY == 0 or last:
+            if int(first_bad) >= 0:
+                break
+            if not bar.disable:
+                    bar.set_postfix(loss=f"{totals[0].item() / images:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.0e}",
+                                refresh=False)
+        if last:
+            fitted.stop_reason = "max_steps"
+            break
+    bar.close()
+    if int(first_bad) >= 0:
+        at = int(first_bad) + 1
+        fitted.stop_reason = "diverged"
+        fitted.failure = {"step": at, "global_step": start + at}
+    return totals.tolist(), images
+
+
+def _forward_backward(net, x, y, loss_fn, correct_fn, loop: Loop, scaler, batch_size: int) -> torch.Tensor:
+    """Loss and gradients of one global batch, by micro-batches: the sum over micro-batches and
+    processes of loss_sum / batch_size is the mean loss of the batch (DDP averages over
+    processes, hence the factor world). Returns [loss sum, correct counts...] on the device."""
+    chunks = list(zip(x.split(loop.micro_batch or len(x)), y.split(loop.micro_batch or len(x))))
+    step_totals = None
+    for j, (xc, yc) in enumerate(chunks):
+        sync = contextlib.nullcontext() if loop.world == 1 or j == len(chunks) - 1 else net.no_sync()
+        with sync:
+            with _autocast(loop.amp, loop.device):
+                outputs = net(xc)
+            loss = loss_fn(outputs.float(), yc)
+            scaled = loss * (loop.world / batch_size)
+            if scaler is not None:
+                scaled = scaler.scale(scaled * _poison(loss))
+            scaled.backward()
+        counts = torch.cat([loss.detach().double().reshape(1), correct_fn(outputs.detach().float(), yc).double()])
+        step_totals = counts if step_totals is None else step_totals + counts
+    return step_totals
+
+
+@torch.no_grad()
+def validate(model, loader, correct_fn=topk_correct, loop: Loop | None = None) -> list[float]:
+    """Errors in percent of ``model`` over ``loader`` (top-1, top-5 with the default
+    ``correct_fn``), summed over processes under torchrun."""
+    loop = loop or Loop(device=next(model.parameters()).device)
+    model.eval()
+    counts, n = None, 0
+    for batch in loader:
+        x, y = loop.prepare(batch)
+        with _autocast(loop.amp, loop.device):
+            outputs = model(x)
+        c = correct_fn(outputs.float(), y).double()
+        counts = c if counts is None else counts + c
+        n += len(y)
+    counts = torch.cat([counts, torch.tensor([float(n)], dtype=torch.float64, device=loop.device)])
+    if loop.world > 1:
+        dist.all_reduce(counts)
+    *correct, n = counts.tolist()
+    return [100 * (1 - c / n) for c in correct]
+
+
+# --- train(): one run folder, from the command line, a job or the book ----------------------
 
 def resolved_amp(cfg: TrainConfig, device: torch.device) -> str:
     """``cfg.amp``, or its default for ``device``: bf16 on cuda, off on cpu."""
@@ -566,24 +745,6 @@ def _poison(loss: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(loss), 1.0, float("nan")).detach()
 
 
-@torch.no_grad()
-def _validate(model, loader, device, amp, pixel_scale, rank_world):
-    model.eval()
-    counts = torch.zeros(2, dtype=torch.float64, device=device)
-    n = 0
-    for x, offsets, y in loader:
-        x, y = _to_device(x, offsets, device, pixel_scale), y.to(device, non_blocking=True)
-        with _autocast(amp, device):
-            logits = model(x)
-        counts += torch.stack(_accuracy_counts(logits.float(), y)).double()
-        n += len(y)
-    counts = torch.cat([counts, torch.tensor([float(n)], dtype=torch.float64, device=device)])
-    if rank_world[1] > 1:
-        dist.all_reduce(counts)
-    top1, top5, n = counts.tolist()
-    return 100 * (1 - top1 / n), 100 * (1 - top5 / n)  # percent
-
-
 def train(cfg: TrainConfig) -> Path:
     """Train one network with the recipe of Sect. 3.1; returns the run folder.
 
@@ -594,70 +755,100 @@ def train(cfg: TrainConfig) -> Path:
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"train expects a TrainConfig, got {type(cfg).__name__}")
-    rank, world, local_rank = _distributed()
-    device = _device(cfg, local_rank)
+    loop = _setup_loop(cfg)
+    run_dir = cfg.resolved_run_dir()
+    resume = _open_run_folder(cfg, run_dir)
+    if resume == "finished":
+        return run_dir
+    train_set, val_set, stats = build_data(cfg)
+    if len(train_set) < cfg.batch_size:
+        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the training set "
+                          f"({len(train_set)} images); use a smaller batch_size or more images")
+    workers = default_workers(loop.device) if cfg.workers is None else cfg.workers
+    folder = _RunFolder(cfg, run_dir, loop, stats, list(train_set.classes))
+    folder.write_params(workers, len(train_set), len(val_set))
+    model = _initial_model(cfg, folder.model_args, loop.device)
+    optimizer = sgd(model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
+    scaler = torch.amp.GradScaler(loop.device.type) if loop.amp == "fp16" else None
+    schedule = Schedule(optimizer, cfg.lr_factor, cfg.patience, cfg.max_decreases)
+    loader_gen = torch.Generator().manual_seed(cfg.seed)
+    state = _restore(resume, model, optimizer, schedule, scaler, loader_gen, cfg.epochs)
+    net = model
+    if loop.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[loop.device.index] if loop.device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    loader, val_loader = _loaders(cfg, train_set, val_set, stats, loop, workers, loader_gen)
+    folder.bind(model, optimizer, schedule, scaler, loader_gen)
+    folder.start(state)
+    try:
+        fitted = fit(model, loader, val_loader, epochs=cfg.epochs, loop=loop, optimizer=optimizer,
+                     schedule=schedule, scaler=scaler, net=net, on_epoch=folder.end_of_epoch, **state)
+        folder.end(fitted, resumed_final=state["start_epoch"] >= cfg.epochs)
+    except BaseException as e:
+        folder.crashed(e)
+        raise
+    if loop.world > 1:
+        dist.barrier()
+    return run_dir
+
+
+def _setup_loop(cfg: TrainConfig) -> Loop:
+    """Processes (torchrun's environment), device and precision of this training."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    device = torch.device("cpu") if cpu else torch.device("cuda", local_rank)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    amp = resolved_amp(cfg, device)
-    workers = default_workers(device) if cfg.workers is None else cfg.workers
-    main = rank == 0
-    run_dir = cfg.resolved_run_dir()
-    params_path, ckpt_path = run_dir / "params.json", run_dir / "checkpoint.pt"
-    summary_path, metrics_path = run_dir / "summary.json", run_dir / "metrics.csv"
+    return Loop(device=device, rank=rank, world=world, amp=resolved_amp(cfg, device), micro_batch=cfg.micro_batch,
+                max_steps=cfg.max_steps, progress=cfg.progress and rank == 0, seed=cfg.seed,
+                pixel_scale=cfg.pixel_scale)
 
-    # An existing folder must hold a run of the same parameters; a finished one is reused.
-    resume = None
+
+def _open_run_folder(cfg: TrainConfig, run_dir: Path):
+    """What ``run_dir`` holds for this run: None (nothing yet), "finished" (reuse it), or the
+    checkpoint to resume from. An existing folder must hold a run of the same parameters; a run
+    stopped by its epoch cap goes on when the cap is raised."""
+    params_path, ckpt_path = run_dir / "params.json", run_dir / "checkpoint.pt"
     if run_dir.is_dir() and not params_path.is_file():
         leftovers = sorted(p.name for p in run_dir.iterdir() if p.name in RUN_FILES)
         if leftovers:  # nothing says which run these belong to: never write over them
             raise ConfigError(f"run_dir={str(run_dir)!r} holds {', '.join(leftovers)} but no params.json, "
                               "so it cannot be told which run it is; choose another run_dir, or restore "
                               "params.json")
-    if params_path.is_file():
-        old = read_json(params_path, "restore it or choose another run_dir")
-        if old.get("kind", "train") != "train" or "config" not in old:
-            raise ConfigError(f"run_dir={str(run_dir)!r} holds a {old.get('kind', 'non-training')} job's "
-                              "folder, not a training run; choose another run_dir")
-        diff = [k for k, v in cfg.identity().items() if k in old and _jsonable(old[k]) != _jsonable(v)]
-        summary = read_summary(run_dir)
-        extend = diff == ["epochs"] and cfg.epochs > old["epochs"] and ckpt_path.is_file() and (
-            summary.get("stop_reason") in ("epochs", None) and summary.get("status") != "failed")
-        if diff and not extend:
-            raise ConfigError(f"run_dir={str(run_dir)!r} holds a run with other parameters ("
-                              + ", ".join(f"{k}: {old[k]!r} there, {getattr(cfg, k)!r} here" for k in diff)
-                              + "); choose another run_dir"
-                              + ("" if diff != ["epochs"] else
-                                 " (a run continues to a larger epochs only if its epoch cap stopped it)"))
-        if summary.get("status") == "finished" and not extend:
-            return run_dir
-        if ckpt_path.is_file():
-            resume = load_checkpoint(ckpt_path)
-            if extend:  # stopped by the old cap only: training on is the run with the larger cap
-                resume["finished"] = False
+    if not params_path.is_file():
+        return None
+    old = read_json(params_path, "restore it or choose another run_dir")
+    if old.get("kind", "train") != "train" or "config" not in old:
+        raise ConfigError(f"run_dir={str(run_dir)!r} holds a {old.get('kind', 'non-training')} job's "
+                          "folder, not a training run; choose another run_dir")
+    diff = [k for k, v in cfg.identity().items() if k in old and _jsonable(old[k]) != _jsonable(v)]
+    summary = read_summary(run_dir)
+    extend = diff == ["epochs"] and cfg.epochs > old["epochs"] and ckpt_path.is_file() and (
+        summary.get("stop_reason") in ("epochs", None) and summary.get("status") != "failed")
+    if diff and not extend:
+        raise ConfigError(f"run_dir={str(run_dir)!r} holds a run with other parameters ("
+                          + ", ".join(f"{k}: {old[k]!r} there, {getattr(cfg, k)!r} here" for k in diff)
+                          + "); choose another run_dir"
+                          + ("" if diff != ["epochs"] else
+                             " (a run continues to a larger epochs only if its epoch cap stopped it)"))
+    if summary.get("status") == "finished" and not extend:
+        return "finished"
+    if not ckpt_path.is_file():
+        return None
+    resume = load_checkpoint(ckpt_path)
+    if extend:  # stopped by the old cap only: training on is the run with the larger cap
+        resume["finished"] = False
+    return resume
 
-    train_set, val_set, stats = build_data(cfg)
-    from .data import test_transform, train_transform
-    if len(train_set) < cfg.batch_size:
-        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the training set "
-                         f"({len(train_set)} images); use a smaller batch_size or more images")
-    classes = list(train_set.classes)
-    model_args = dict(name=cfg.config, num_classes=len(classes), width=cfg.width, batch_norm=cfg.batch_norm,
-                      dropout=cfg.dropout, input_size=cfg.crop, pools=cfg.pools)
-    preprocess = dict(S=cfg.S, Q=cfg.test_scale, crop=cfg.crop, pixel_scale=cfg.pixel_scale,
-                      flip=cfg.flip, colour_std=cfg.colour_std)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        # what this process resolved (workers, amp) is recorded, not the None defaults
-        write_json(params_path, {**cfg.to_dict(), "workers": workers, "amp": amp,
-                                  "run_dir": str(run_dir), "classes": classes,
-                                  "num_classes": len(classes), "test_scale": cfg.test_scale,
-                                  "train_images": len(train_set), "val_images": len(val_set),
-                                  "world_size": world, "torch": torch.__version__})
 
-    # The network, its initialisation (Sect. 3.1) and the optimiser.
+def _initial_model(cfg: TrainConfig, model_args: dict, device: torch.device) -> VGG:
+    """The network and its initialisation (Sect. 3.1), on the device."""
     torch.manual_seed(cfg.seed)
     model = init_weights(vgg(**model_args, init=None), "glorot" if cfg.init == "glorot" else "normal",
                          cfg.init_std)
@@ -666,173 +857,125 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.init_run is not None:
         model.load_state_dict(load_run(cfg.init_run).model.state_dict())
     model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    # PyTorch's SGD: v = m v + g, w -= lr v (Caffe: v = m v + lr g): the same at a constant lr.
-    # Fused: one kernel for all parameters, and it can skip a step on the device (_sgd_step).
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay, fused=True)
-    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
-    schedule = Schedule(optimizer, cfg.lr_factor, cfg.patience, cfg.max_decreases)
-    loader_gen = torch.Generator().manual_seed(cfg.seed)
+    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
-    history, start_epoch, step, stop_reason = [], 0, 0, "epochs"
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        for group in optimizer.param_groups:  # checkpoints of the unfused optimiser
-            group.update(fused=True, foreach=None)
-        schedule.load_state_dict(resume["schedule"])
-        if scaler is not None and resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        _set_rng_state(resume["rng"], loader_gen)
-        history, start_epoch, step = list(resume["history"]), resume["epoch"], resume["step"]
-        if resume.get("finished"):  # killed after its last checkpoint, before its summary
-            start_epoch, stop_reason = cfg.epochs, resume["stop_reason"]
-    net = ddp = model
-    if world > 1:
-        net = ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[local_rank] if device.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
 
-    # Data loaders: this process's share of each global batch; pinned memory and workers on GPU.
+def _restore(resume, model, optimizer, schedule, scaler, loader_gen, epochs: int) -> dict:
+    """Load a checkpoint into the training's objects; ``fit``'s resume arguments."""
+    if not isinstance(resume, dict):
+        return dict(history=[], start_epoch=0, step=0)
+    model.load_state_dict(resume["model"])
+    optimizer.load_state_dict(resume["optimizer"])
+    for group in optimizer.param_groups:  # checkpoints of the unfused optimiser
+        group.update(fused=True, foreach=None)
+    schedule.load_state_dict(resume["schedule"])
+    if scaler is not None and resume.get("scaler"):
+        scaler.load_state_dict(resume["scaler"])
+    _set_rng_state(resume["rng"], loader_gen)
+    # killed after its last checkpoint, before its summary: nothing left to train
+    start = resume["epoch"] if not resume.get("finished") else max(resume["epoch"], epochs)
+    return dict(history=list(resume["history"]), start_epoch=start, step=resume["step"])
+
+
+def _loaders(cfg: TrainConfig, train_set, val_set, stats, loop: Loop, workers: int, loader_gen):
+    """This process's share of each global batch, augmented (Sect. 3.1), and the validation
+    crops at Q = S; pinned memory and workers on a GPU."""
+    from .data import test_transform, train_transform
+
     mean, eig = stats["mean"], dict(eigval=stats["eigval"], eigvec=stats["eigvec"])
     augment = train_transform(cfg.S, cfg.crop, mean, **eig, flip=cfg.flip, colour_std=cfg.colour_std,
                               pixel_scale=cfg.pixel_scale)
     train_data = _Augmented(train_set, augment, cfg.seed)
-    val_data = _Transformed(val_set, test_transform(cfg.test_scale, mean, crop=cfg.crop,
-                                                    pixel_scale=cfg.pixel_scale))
-    loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda",
-                       persistent_workers=workers > 0, generator=loader_gen)
-    val_idx = list(range(rank, len(val_data), world))
-    micro = cfg.micro_batch or cfg.batch_size
+    val_data = _Transformed(val_set, test_transform(cfg.test_scale, mean, crop=cfg.crop, pixel_scale=cfg.pixel_scale))
+    args = dict(num_workers=workers, pin_memory=loop.device.type == "cuda", persistent_workers=workers > 0,
+                generator=loader_gen)
+    val_idx = list(range(loop.rank, len(val_data), loop.world))
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_data, val_idx),
-                                             batch_size=max(micro, 1), shuffle=False, **loader_args)
-    batches = EpochBatches(len(train_data), cfg.batch_size, cfg.seed, rank, world)
-    loader = torch.utils.data.DataLoader(train_data, batch_sampler=batches, collate_fn=_collate, **loader_args)
+                                             batch_size=max(cfg.micro_batch or cfg.batch_size, 1), shuffle=False, **args)
+    batches = EpochBatches(len(train_data), cfg.batch_size, cfg.seed, loop.rank, loop.world)
+    return torch.utils.data.DataLoader(train_data, batch_sampler=batches, collate_fn=_collate, **args), val_loader
 
-    def checkpoint(epoch, finished=False):
-        if main:
-            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "schedule": schedule.state_dict(), "rng": _rng_state(loader_gen),
-                         "scaler": scaler.state_dict() if scaler is not None else None,
-                         "world_size": world, "epoch": epoch, "step": step, "units": UNITS,
-                         "history": history, "finished": finished, "stop_reason": stop_reason, "model_args": model_args,
-                         "preprocess": preprocess, "classes": classes, "mean": mean,
-                         "eigval": stats["eigval"], "eigvec": stats["eigvec"]}, ckpt_path)
-            write_csv(metrics_path, history, METRICS)
 
-    def write_summary(status, **extra):
-        if main:
-            write_json(summary_path, _summary(status, history, steps=step, lr_decreases=schedule.decreases,
-                                               **extra))
+class _RunFolder:
+    """What ``train`` writes into its run folder (rank 0 only): params, a checkpoint and the
+    metrics after every epoch, the summary (running, finished or failed)."""
 
-    from tqdm.auto import tqdm
-    bars = cfg.progress and main
-    if main:
-        write_csv(metrics_path, history, METRICS)
-    write_summary("running")
-    epoch = start_epoch
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            batches.set_epoch(epoch)
-            torch.manual_seed(_dropout_seed(cfg.seed, rank, epoch))  # this process's dropout masks
-            net.train()
-            # Sums over the epoch, kept on the device: loss, top-1 hits, top-5 hits; and the
-            # index of the first step whose loss was not finite (-1: none yet).
-            totals = torch.zeros(3, dtype=torch.float64, device=device)
-            first_bad = torch.full((), -1, dtype=torch.int64, device=device)
-            t0, diverged, images, epoch_start_step = time.perf_counter(), None, 0, step
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not bars,
-                       dynamic_ncols=True)
-            for i, (x, offsets, y) in enumerate(bar):
-                x, y = _to_device(x, offsets, device, cfg.pixel_scale), y.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                step_totals = torch.zeros(3, dtype=torch.float64, device=device)
-                chunks = list(zip(x.split(micro), y.split(micro)))
-                for j, (xc, yc) in enumerate(chunks):
-                    # Gradient accumulation: the sum over micro-batches and processes of
-                    # loss_sum / batch_size is the mean loss of the global batch. DDP averages
-                    # over processes, hence the factor world.
-                    sync = (contextlib.nullcontext() if world == 1 or j == len(chunks) - 1
-                            else ddp.no_sync())
-                    with sync:
-                        with _autocast(amp, device):
-                            logits = net(xc)
-                        loss = F.cross_entropy(logits.float(), yc, reduction="sum")
-                        scaled = loss * (world / cfg.batch_size)
-                        if scaler is not None:
-                            scaled = scaler.scale(scaled * _poison(loss))
-                        scaled.backward()
-                    t1, t5 = _accuracy_counts(logits.detach().float(), yc)
-                    step_totals += torch.stack([loss.detach().double(), t1.double(), t5.double()])
-                if world > 1:  # an asynchronous collective: every process sees the same sums
-                    dist.all_reduce(step_totals)
-                bad = ~torch.isfinite(step_totals[0])
-                first_bad = torch.where(bad & (first_bad < 0), i, first_bad)
-                _sgd_step(optimizer, scaler, bad.float())  # never a step on a non-finite loss
-                step += 1
-                totals += step_totals
-                images += cfg.batch_size  # every step is one full global batch
-                last = cfg.max_steps is not None and step >= cfg.max_steps
-                if (i + 1) % SYNC_EVERY == 0 or last:  # the only host syncs of the loop
-                    if int(first_bad) >= 0:
-                        break
-                    if bars:
-                        bar.set_postfix(loss=f"{totals[0].item() / images:.3f}",
-                                        lr=f"{optimizer.param_groups[0]['lr']:.0e}", refresh=False)
-                if last:
-                    stop_reason = "max_steps"
-                    break
-            bar.close()
-            if int(first_bad) >= 0:  # Divergence: keep the last good checkpoint.
-                diverged = int(first_bad) + 1
-                stop_reason = "diverged"
-                write_summary("failed", stop_reason="diverged", failure={
-                    "epoch": epoch + 1, "step": diverged, "global_step": epoch_start_step + diverged,
-                    "reason": f"non-finite loss at epoch {epoch + 1}, step {diverged}; lr={cfg.lr} is "
-                              "probably too large; " + (f"the checkpoint of epoch {epoch} is kept" if ckpt_path.is_file()
-                                                        else "no checkpoint was written (no epoch finished)")})
-                break
-            train_seconds = time.perf_counter() - t0
-            val1, val5 = _validate(model, val_loader, device, amp, cfg.pixel_scale, (rank, world))
-            loss_sum, top1, top5 = totals.tolist()
-            n = images
-            history.append({"epoch": epoch + 1, "train_loss": loss_sum / n, "train_top1_err": 100 * (1 - top1 / n),
-                            "train_top5_err": 100 * (1 - top5 / n), "val_top1_err": val1, "val_top5_err": val5,
-                            "lr": optimizer.param_groups[0]["lr"], "images_per_s": n / train_seconds,
-                            "seconds": time.perf_counter() - t0})
-            if stop_reason != "max_steps" and schedule.step(100 - val1):
-                stop_reason = "lr_schedule"
-            done = stop_reason != "epochs" or epoch + 1 == cfg.epochs
-            checkpoint(epoch + 1, finished=done)
-            write_summary("finished" if done else "running", stop_reason=stop_reason if done else None)
-            if main and cfg.progress:
-                r = history[-1]
-                print(f"epoch {r['epoch']:3d}  loss {r['train_loss']:.3f}  train top-1 {r['train_top1_err']:.3f}  "
-                      f"val top-1 {r['val_top1_err']:.3f}  top-5 {r['val_top5_err']:.3f}  lr {r['lr']:.0e}  "
-                      f"{r['images_per_s']:.0f} img/s", flush=True)
-            if done:
-                break
-        else:
-            if start_epoch >= cfg.epochs:  # resumed a run whose last checkpoint was final
-                write_summary("finished", stop_reason=stop_reason)
-    except BaseException as e:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, loop: Loop, stats: dict, classes: list):
+        self.cfg, self.run_dir, self.loop, self.stats, self.classes = cfg, run_dir, loop, stats, classes
+        self.main = loop.rank == 0
+        self.model_args = dict(name=cfg.config, num_classes=len(classes), width=cfg.width, batch_norm=cfg.batch_norm,
+                               dropout=cfg.dropout, input_size=cfg.crop, pools=cfg.pools)
+        self.fitted = Fitted([], "epochs", 0)
+
+    def write_params(self, workers: int, train_images: int, val_images: int) -> None:
+        if self.main:  # what this process resolved (workers, amp) is recorded, not the None defaults
+            write_json(self.run_dir / "params.json", {
+                **self.cfg.to_dict(), "workers": workers, "amp": self.loop.amp, "run_dir": str(self.run_dir),
+                "classes": self.classes, "num_classes": len(self.classes), "test_scale": self.cfg.test_scale,
+                "train_images": train_images, "val_images": val_images, "world_size": self.loop.world,
+                "torch": torch.__version__})
+
+    def bind(self, model, optimizer, schedule, scaler, loader_gen) -> None:
+        self.model, self.optimizer, self.schedule, self.scaler, self.loader_gen = \
+            model, optimizer, schedule, scaler, loader_gen
+
+    def start(self, state: dict) -> None:
+        self.fitted = Fitted(list(state["history"]), "epochs", state["step"])
+        if self.main:
+            write_csv(self.run_dir / "metrics.csv", self.fitted.history, METRICS)
+        self.summary("running")
+
+    def summary(self, status: str, **extra) -> None:
+        if self.main:
+            write_json(self.run_dir / "summary.json", _summary(status, self.fitted.history, steps=self.fitted.steps,
+                                                               lr_decreases=self.schedule.decreases, **extra))
+
+    def end_of_epoch(self, fitted: Fitted, done: bool) -> None:
+        self.fitted = fitted
+        if self.main:
+            c = self.cfg
+            save_checkpoint({
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "rng": _rng_state(self.loader_gen),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "world_size": self.loop.world, "epoch": len(fitted.history), "step": fitted.steps, "units": UNITS,
+                "history": fitted.history, "finished": done, "stop_reason": fitted.stop_reason,
+                "model_args": self.model_args, "classes": self.classes, "mean": self.stats["mean"],
+                "preprocess": dict(S=c.S, Q=c.test_scale, crop=c.crop, pixel_scale=c.pixel_scale, flip=c.flip,
+                                   colour_std=c.colour_std),
+                "eigval": self.stats["eigval"], "eigvec": self.stats["eigvec"]}, self.run_dir / "checkpoint.pt")
+            write_csv(self.run_dir / "metrics.csv", fitted.history, METRICS)
+        self.summary("finished" if done else "running", stop_reason=fitted.stop_reason if done else None)
+        if self.main and self.cfg.progress:
+            r = fitted.history[-1]
+            print(f"epoch {r['epoch']:3d}  loss {r['train_loss']:.3f}  train top-1 {r['train_top1_err']:.2f}%  "
+                  f"val top-1 {r['val_top1_err']:.2f}%  top-5 {r['val_top5_err']:.2f}%  lr {r['lr']:.0e}  "
+                  f"{r['images_per_s']:.0f} img/s", flush=True)
+
+    def end(self, fitted: Fitted, resumed_final: bool) -> None:
+        self.fitted = fitted
+        if fitted.stop_reason == "diverged":  # keep the last good checkpoint
+            f, lr = fitted.failure, self.cfg.lr
+            kept = (f"the checkpoint of epoch {f['epoch'] - 1} is kept" if (self.run_dir / "checkpoint.pt").is_file()
+                    else "no checkpoint was written (no epoch finished)")
+            self.summary("failed", stop_reason="diverged", failure={
+                **f, "reason": f"non-finite loss at epoch {f['epoch']}, step {f['step']}; lr={lr} is probably "
+                               f"too large; {kept}"})
+        elif resumed_final:  # resumed a run whose last checkpoint was final
+            self.summary("finished", stop_reason=load_checkpoint(self.run_dir / "checkpoint.pt")["stop_reason"])
+
+    def crashed(self, e: BaseException) -> None:
         try:
-            write_summary("failed", stop_reason="error", failure={
-                "epoch": epoch + 1, "step": None, "reason": f"{type(e).__name__}: {e}"})
+            self.summary("failed", stop_reason="error", failure={
+                "epoch": len(self.fitted.history) + 1, "step": None, "reason": f"{type(e).__name__}: {e}"})
         except OSError:
             pass  # the folder cannot be written at all (disk full, read-only): say so below
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
-            kept = (f"the checkpoint of epoch {load_checkpoint(ckpt_path)['epoch']} is kept"
-                    if ckpt_path.is_file() else "no checkpoint was written")
-            raise ConfigError(f"cannot write to run folder {run_dir} ({e.strerror}); {kept}: free some "
+            ckpt = self.run_dir / "checkpoint.pt"
+            kept = f"the checkpoint of epoch {load_checkpoint(ckpt)['epoch']} is kept" if ckpt.is_file() else \
+                "no checkpoint was written"
+            raise ConfigError(f"cannot write to run folder {self.run_dir} ({e.strerror}); {kept}: free some "
                               "space or make the folder writable, then run again to resume") from e
-        raise
-    if world > 1:
-        dist.barrier()
-    return run_dir
 
 
 def _jsonable(v):
@@ -866,7 +1009,7 @@ def main(argv=None) -> Path:
         path = train(cfg)
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    if _distributed()[0] == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         print(path)
     if dist.is_initialized():
         dist.destroy_process_group()
