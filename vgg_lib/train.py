@@ -544,15 +544,18 @@ class Loop:
     progress: bool = False
     seed: int = 0  # dropout masks of epoch e come from (seed, rank, e): resumable anywhere
     pixel_scale: float = 1.0  # of uint8 batches normalised on the device
+    dtype: torch.dtype | None = None  # of the inputs, when the model's is not float32
 
     def prepare(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch of the loader on the device: ``(x, y)``, or ``(uint8 crops, offsets, y)``
         normalised there (``vgg_lib.data.normalise``)."""
         if len(batch) == 3:
             images, offsets, y = batch
-            return _to_device(images, offsets, self.device, self.pixel_scale), y.to(self.device, non_blocking=True)
-        x, y = batch
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x = _to_device(images, offsets, self.device, self.pixel_scale)
+        else:
+            x, y = batch
+            x = x.to(self.device, non_blocking=True)
+        return (x if self.dtype is None else x.to(self.dtype)), y.to(self.device, non_blocking=True)
 
 
 @dataclass
@@ -885,15 +888,24 @@ def _loaders(cfg: TrainConfig, train_set, val_set, stats, loop: Loop, workers: i
     mean, eig = stats["mean"], dict(eigval=stats["eigval"], eigvec=stats["eigvec"])
     augment = train_transform(cfg.S, cfg.crop, mean, **eig, flip=cfg.flip, colour_std=cfg.colour_std,
                               pixel_scale=cfg.pixel_scale)
-    train_data = _Augmented(train_set, augment, cfg.seed)
     val_data = _Transformed(val_set, test_transform(cfg.test_scale, mean, crop=cfg.crop, pixel_scale=cfg.pixel_scale))
     args = dict(num_workers=workers, pin_memory=loop.device.type == "cuda", persistent_workers=workers > 0,
                 generator=loader_gen)
     val_idx = list(range(loop.rank, len(val_data), loop.world))
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_data, val_idx),
                                              batch_size=max(cfg.micro_batch or cfg.batch_size, 1), shuffle=False, **args)
-    batches = EpochBatches(len(train_data), cfg.batch_size, cfg.seed, loop.rank, loop.world)
-    return torch.utils.data.DataLoader(train_data, batch_sampler=batches, collate_fn=_collate, **args), val_loader
+    return augmented_loader(train_set, augment, cfg.batch_size, cfg.seed, loop.rank, loop.world, **args), val_loader
+
+
+def augmented_loader(dataset, transform, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                     **loader_args) -> torch.utils.data.DataLoader:
+    """A loader of this process's share of every global batch of ``dataset``, each image
+    augmented by ``transform`` (``data.train_transform``) from ``(seed, epoch, index)``: batches
+    ``(uint8 crops, offsets, labels)`` that ``Loop.prepare`` normalises on the device. The
+    order depends only on ``(seed, epoch)``; ``fit`` sets the epoch."""
+    batches = EpochBatches(len(dataset), batch_size, seed, rank, world)
+    return torch.utils.data.DataLoader(_Augmented(dataset, transform, seed), batch_sampler=batches,
+                                       collate_fn=_collate, **loader_args)
 
 
 class _RunFolder:

@@ -292,39 +292,28 @@ def fine_tune(model: VGG, dataset, num_classes: int | None = None, *, mean, pixe
               momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0,
               progress: bool = True) -> VGG:
     """A copy of ``model`` with a fresh last layer for ``num_classes`` (default: the data set's)
-    and *every* layer trained on ``dataset`` by SGD with the paper's training transform
-    (Sect. 3.1: rescale to ``S``, random crop of the net's input size, flip; no colour shift).
-    Not the paper's Appendix B, which keeps the net fixed; here for comparison."""
+    and *every* layer trained on ``dataset`` by the project's training loop (``train.fit``: SGD
+    with momentum and weight decay; the paper's training transform, Sect. 3.1: rescale to
+    ``S``, random crop of the net's input size, flip; no colour shift). Not the paper's
+    Appendix B, which keeps the net fixed; here for comparison."""
+    from .train import Loop, augmented_loader, fit
+
     for name, v, ok in (("epochs", epochs, isinstance(epochs, int) and epochs >= 1),
                         ("lr", lr, isinstance(lr, (int, float)) and lr > 0),
-                        ("batch_size", batch_size, isinstance(batch_size, int) and batch_size >= 1)):
+                        ("batch_size", batch_size, isinstance(batch_size, int) and 1 <= batch_size <= len(dataset))):
         if not ok:
-            raise ValueError(f"{name}={v!r} is not allowed: a positive {'number' if name == 'lr' else 'int'}")
+            allowed = {"lr": "a positive number", "batch_size": f"an int in [1, {len(dataset)}] (the data set's size)"}
+            raise ValueError(f"{name}={v!r} is not allowed: {allowed.get(name, 'a positive int')}")
     num_classes = num_classes or getattr(dataset, "num_classes", None) or int(_labels(dataset).max()) + 1
     torch.manual_seed(seed)
-    net = copy.deepcopy(model).train()
+    net = copy.deepcopy(model)
     old = net.classifier.fc8.weight
     net.classifier.fc8 = nn.Linear(old.shape[1], num_classes, device=old.device, dtype=old.dtype)
     nn.init.normal_(net.classifier.fc8.weight, std=0.01)
     nn.init.zeros_(net.classifier.fc8.bias)
-    crop = net.input_size
-    transform = train_transform(S or paper_scales(net, multi=False)[0], crop, mean, colour_std=0.0,
+    transform = train_transform(S or paper_scales(net, multi=False)[0], net.input_size, mean, colour_std=0.0,
                                 pixel_scale=pixel_scale)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    g = torch.Generator().manual_seed(seed)
-    steps = range(epochs)
-    if progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(steps, desc=f"fine-tune {net.config}", unit="epoch")
-    for _ in steps:
-        order = torch.randperm(len(dataset), generator=g).tolist()
-        for i in range(0, len(order), batch_size):
-            items = [dataset[j] for j in order[i:i + batch_size]]
-            x = torch.stack([transform(torch.as_tensor(img), generator=g) for img, _ in items])
-            x = x.to(old.device, old.dtype)
-            y = torch.as_tensor([int(lbl) for _, lbl in items], device=old.device)
-            loss = F.cross_entropy(net(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    loader = augmented_loader(dataset, transform, batch_size, seed)
+    fit(net, loader, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        loop=Loop(device=old.device, dtype=old.dtype, seed=seed, pixel_scale=pixel_scale, progress=progress))
     return net.eval()
