@@ -319,3 +319,51 @@ def test_protocol2_pcr_uses_each_class_box_and_checks_input(classifier):
     other = vgg("A", num_classes=5, width=1 / 16, input_size=32, pools=3)
     with pytest.raises(ValueError, match="made for 10 classes but the classification net has 5"):
         loc.protocol2([pcr], other, [image], [[[0, 0, 20, 10]]], [3], scales=[32])
+
+
+# ------------------------------------------------------------------------------ ILSVRC annotations
+
+from vgg_lib.data.annotations import read_annotation, read_annotations  # noqa: E402
+
+
+def _xml(objects, size="<size><width>500</width><height>375</height><depth>3</depth></size>"):
+    body = "".join(f"<object><name>{n}</name><pose>Unspecified</pose><bndbox><xmin>{b[0]}</xmin>"
+                   f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+                   for n, b in objects)
+    return f"<annotation><folder>n01440764</folder><filename>x</filename>{size}{body}</annotation>"
+
+
+def test_read_ilsvrc_annotations(tmp_path):
+    (tmp_path / "n01440764").mkdir()
+    a = tmp_path / "n01440764" / "n01440764_18.xml"
+    a.write_text(_xml([("n01440764", (12, 40, 300, 360)), ("n01440764", (0, 0, 500, 375)),
+                       ("n02102040", (5, 6, 7, 8))]))
+    (tmp_path / "n01440764" / "n01440764_36.xml").write_text(_xml([]))
+    ann = read_annotation(a)
+    assert (ann.width, ann.height) == (500, 375)
+    assert ann.names == ["n01440764", "n01440764", "n02102040"]
+    assert ann.boxes.tolist() == [[12, 40, 300, 360], [0, 0, 500, 375], [5, 6, 7, 8]]
+    assert ann.boxes_of("n02102040").tolist() == [[5, 6, 7, 8]] and ann.boxes_of("n0").shape == (0, 4)
+    both = read_annotations(tmp_path)
+    assert sorted(both) == ["n01440764_18", "n01440764_36"] and both["n01440764_36"].boxes.shape == (0, 4)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("<annotation><size>", "is not well-formed XML"),
+    ("<image/>", "the root element is <image>, expected <annotation>"),
+    ("<annotation/>", "has no <size>"),
+    (_xml([("n01", (1, 2, "x", 4))]), r"object 0 \(n01\) <xmax> is 'x', not a number"),
+    (_xml([("", (1, 2, 3, 4))]), "object 0 has no <name>"),
+    (_xml([("n01", (1, 2, 3, 4))]).replace("<ymax>4</ymax>", ""), r"object 0 \(n01\) has no <ymax>"),
+    (_xml([("n01", (1, 2, 501, 4))]), r"box \(1, 2, 501, 4\) is not inside the 500x375 image"),
+])
+def test_bad_annotation_files(tmp_path, text, message):
+    path = tmp_path / "a.xml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_annotation(path)
+
+
+def test_missing_annotation_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="annotation file .*nope.xml' does not exist"):
+        read_annotation(tmp_path / "nope.xml")
