@@ -244,6 +244,23 @@ def test_localisation_data_targets(tmp_path):
     assert torch.allclose(loc.decode_boxes(target[:4], 32).double(), box.clamp(0, 32), atol=1e-4)
     with pytest.raises(ValueError, match="TestTransform with a crop"):
         loc.LocalisationData(ds, test_transform(48, MEAN))
+    with pytest.raises(ValueError, match=r"box \[0.0, 0.0, 49.0, 3.0\] is not inside the 48x48 image"):
+        loc.LocalisationData(ds, test_transform(48, MEAN, crop=32), boxes=[[0, 0, 49, 3]] * 4)
+
+
+def test_training_batches_feed_the_loss(tmp_path, classifier):
+    from vgg_lib.data import build_dataset
+
+    ds = build_dataset("shapes", "train", root=tmp_path, size=6, image_size=48)
+    data = loc.LocalisationData(ds, train_transform((40, 56), 32, MEAN, flip=True))
+    x, target = next(iter(torch.utils.data.DataLoader(data, batch_size=6)))
+    assert x.shape == (6, 3, 32, 32) and target.shape == (6, 5)
+    assert ((target[:, :4] >= 0) & (target[:, :4] <= 1)).all() and target[:, 4].tolist() == ds.labels.tolist()
+    net = loc.localisation_net(classifier, per_class=True).train()
+    loss = loc.box_loss(net(x), target)
+    loss.backward()
+    assert torch.isfinite(loss) and net.classifier.fc8.weight.grad.abs().sum() > 0
+    assert 0 <= loc.box_errors(net(x), target) <= 6
 
 
 # ------------------------------------------------------------------------------ protocol 2

@@ -159,6 +159,9 @@ class LocalisationData(torch.utils.data.Dataset):
         if self.boxes.shape != (len(dataset), 4):
             raise ValueError(f"boxes must be (N, 4) with one box per image ({len(dataset)}), got "
                              f"{tuple(self.boxes.shape)}")
+        images = getattr(dataset, "images", None)  # an ArrayDataset: one image size, checked now
+        if images is not None:
+            check_boxes(self.boxes, *images.shape[-2:])
         self.pixel_scale = transform.pixel_scale if pixel_scale is None else pixel_scale
         self.name, self.num_classes = getattr(dataset, "name", "?"), getattr(dataset, "num_classes", None)
 
