@@ -283,6 +283,7 @@ def dense_boxes(localiser: VGG, classifier: VGG, image: torch.Tensor, Q: int) ->
     """
     from .evaluate import rescale
 
+    _check_nets([localiser], classifier)
     if localiser.input_size != classifier.input_size or localiser.pools != classifier.pools:
         raise ValueError("the localisation and classification nets must share input_size and pools "
                          "(their dense maps must cover the same windows)")
