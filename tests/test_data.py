@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as TF
 from PIL import Image
 
-from vgg_lib.data import (DATASETS, build_dataset, cache_dir, collate, normalise, rescale, rgb_statistics,
-                          scaled_size, test_transform, train_transform)
+from vgg_lib.data import (DATASETS, build_dataset, cache_dir, collate, normalise, rescale, rescaled_size,
+                          rgb_statistics, scaled_size, test_transform, train_transform)
 from vgg_lib.data import shapes, stats
 from vgg_lib.data.datasets import _decode
 
@@ -257,6 +257,23 @@ def test_rescale_smallest_side_is_S(hw):
     x = rescale(image(*hw), 50)
     assert min(x.shape[-2:]) == 50
     assert abs(x.shape[-1] / x.shape[-2] - hw[1] / hw[0]) < 0.05
+
+
+def test_rescaled_size_is_the_papers_smallest_side_rule():
+    assert rescaled_size(256, 341, 384) == (384, 512)  # a 3:4 image at Q = 384
+    assert rescaled_size(341, 256, 384) == (512, 384)
+    assert rescaled_size(33, 33, 50) == (50, 50)
+    assert rescaled_size(40, 41, 50) == (50, 51)
+    assert rescale(image(256, 341), 384).shape == (3, 384, 512)
+
+
+def test_rescale_of_a_float_batch_is_bilinear_antialiased_interpolation():
+    """``vgg_lib.evaluate`` rescales normalised float batches with the same function."""
+    x = torch.randn(2, 3, 40, 53, generator=torch.Generator().manual_seed(0))
+    expected = TF.interpolate(x, size=(48, 64), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(rescale(x, 48), expected, rtol=0, atol=0)
+    assert rescale(x, 40) is x  # already the size: unchanged
+    assert rescale(image(40, 53), 48).shape[-2:] == rescale(x, 48).shape[-2:]
 
 
 def test_train_transform_crop_size_and_S_range():

@@ -59,6 +59,47 @@ def test_dense_averages_raw_scores_then_softmax(small):
     torch.testing.assert_close(E.dense(small, x, q, flip=False), F.softmax(maps.mean((2, 3)), dim=1))
 
 
+def test_dense_features_are_the_spatial_means_per_image_and_scale(small):
+    """The public building block of ``dense`` and of ``vgg_lib.transfer``: (N, len(Q), D) rows
+    of spatially averaged maps; ``dense`` is its soft-max version averaged over scales."""
+    x = [torch.randn(3, 48, 64), torch.randn(3, 40, 40)]
+    fcn = fully_convolutional(small).eval()
+    f = E.dense_features(fcn, x, [40, 96], flip=False)
+    assert f.shape == (2, 2, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(f[0, 1], fcn(E.rescale(x[0][None], 96)).mean((2, 3))[0])
+        mirrored = fcn(E.rescale(x[1][None], 40).flip(-1)).mean((2, 3))[0]
+    flipped = E.dense_features(fcn, x, 40)
+    torch.testing.assert_close(flipped[1, 0], (f[1, 0] + mirrored) / 2)
+    softmax_rows = E.dense_features(fcn, x, [40, 96], head=lambda s: F.softmax(s, dim=1))
+    torch.testing.assert_close(E.dense(small, x, [40, 96]), softmax_rows.mean(1))
+
+
+def test_scales_list_checks_the_test_scales():
+    assert E.scales_list(256) == [256]
+    assert E.scales_list((256, 384, np.int64(512))) == [256, 384, 512]
+    assert E.scales_list(range(32, 35)) == [32, 33, 34]
+    for bad in ([], 0, [256, 38.5], "256"):
+        with pytest.raises(ValueError):
+            E.scales_list(bad)
+
+
+def test_evaluate_rescale_is_the_data_pipelines_rescale():
+    """One rescale and one size rule: rescaling the normalised floats (here) or the uint8
+    image (the data pipeline) gives the same size and the same pixels up to one grey level (the
+    uint8 kernel rounds to integers, with fixed-point weights)."""
+    from vgg_lib import data
+
+    assert E.rescale is data.rescale and E.rescaled_size is data.rescaled_size
+    pixels = torch.randint(0, 256, (3, 40, 53), generator=torch.Generator().manual_seed(0),
+                           dtype=torch.uint8)
+    mean = (120.0, 110.0, 100.0)
+    floats = E.rescale(E.preprocess(pixels[None], mean), 48)
+    uint8 = E.preprocess(data.rescale(pixels, 48), mean)
+    assert floats.shape[-2:] == uint8.shape[-2:] == (48, 64)
+    assert (floats[0] - uint8).abs().max() <= 1.0
+
+
 def test_fully_convolutional_copy_is_cached_until_weights_change():
     model = vgg("A", num_classes=10, width=1 / 16, input_size=32).eval()
     fcn = E.fcn_of(model)

@@ -35,20 +35,49 @@ def good_run(root):
 
 def test_job_dir_names_runs_by_their_parameters(tmp_path):
     a = jobs.job_dir(NOTEBOOK, GOOD, tmp_path)
-    assert a.parent == tmp_path and a.name.startswith("train-A-shapes-s0-")
+    assert a.parent == tmp_path and a.name.startswith("A-shapes-s0-")
     # defaults filled in: leaving a parameter out or giving its default is the same run
     assert jobs.job_dir(NOTEBOOK, {**GOOD, "lr": 0.01, "device": "cpu", "workers": 2}, tmp_path) == a
     assert jobs.job_dir(NOTEBOOK, {**GOOD, "lr": 0.02}, tmp_path) != a
-    assert jobs.job_dir(NOTEBOOK, {**GOOD, "config": "D", "seed": 1}, tmp_path).name.startswith("train-D-shapes-s1-")
+    assert jobs.job_dir(NOTEBOOK, {**GOOD, "config": "D", "seed": 1}, tmp_path).name.startswith("D-shapes-s1-")
+    # the folder python -m vgg_lib.train would use for the same settings
+    assert TrainConfig(**GOOD, root=str(tmp_path)).resolved_run_dir() == a
     with pytest.raises(ValueError, match=r"params \['learning_rate'\] are not parameters of train.ipynb"):
         jobs.job_dir(NOTEBOOK, {"learning_rate": 0.1}, tmp_path)
+
+
+def test_training_job_parameters_are_trainconfig_fields():
+    """Options are typed once: the parameters cell is generated from TrainConfig, so every
+    field is settable from the job with the same default and help."""
+    import dataclasses
+
+    cell = next(c for c in json.loads(NOTEBOOK.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+    assert "".join(cell["source"]) == jobs.parameters_cell(TrainConfig), \
+        "book/jobs/train.ipynb's parameters cell differs from TrainConfig: regenerate it with jobs.parameters_cell"
+    defaults = jobs.notebook_parameters(NOTEBOOK)
+    assert defaults == {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    assert jobs.is_training_job(defaults)
+
+
+def test_cli_run_and_job_run_share_one_folder(tmp_path, capsys):
+    """python -m vgg_lib.train and the training job with the same settings are one run: the job
+    finds the finished folder of the command line and reuses it without executing anything."""
+    from vgg_lib.train import main
+
+    args = {**GOOD, "epochs": 1, "device": "cpu"}
+    argv = [x for k, v in args.items() for x in (f"--{k}", str(v))] + ["--root", str(tmp_path), "--no-progress"]
+    cli_dir = main(argv)
+    before = (cli_dir / "summary.json").stat().st_mtime_ns
+    assert jobs.run(NOTEBOOK, args, root=tmp_path) == cli_dir
+    assert (cli_dir / "summary.json").stat().st_mtime_ns == before  # reused, not trained again
+    assert not (cli_dir / "train.ipynb").exists()
 
 
 def test_notebook_lists_its_parameters_with_their_meaning():
     import papermill
 
     params = papermill.inspect_notebook(str(NOTEBOOK))
-    for name in ("config", "dataset", "data_root", "epochs", "batch_size", "lr", "S", "Smin", "Smax", "width", "pools",
+    for name in ("config", "dataset", "data_root", "epochs", "batch_size", "lr", "S", "width", "pools",
                  "init", "init_run", "seed", "device", "workers", "compile", "amp", "run_dir"):
         assert params[name]["help"], name
     assert jobs.notebook_parameters(NOTEBOOK)["lr"] == 0.01
@@ -99,7 +128,7 @@ def test_example_grid_is_valid():
     assert notebook == NOTEBOOK and len(params) >= 2
     for p in params:
         jobs.job_dir(notebook, p, "unused")  # every key is a parameter of the notebook
-        TrainConfig(**{k: v for k, v in p.items() if k not in ("Smin", "Smax")})
+        TrainConfig(**p)
 
 
 def test_collect_reads_every_kind_of_run_folder(tmp_path):
@@ -112,6 +141,6 @@ def test_collect_reads_every_kind_of_run_folder(tmp_path):
     table = jobs.collect(tmp_path).set_index("config")
     assert sorted(table.index) == ["A", "E"]
     assert table.loc["A", "status"] == "finished" and table.loc["A", "results_eval.top1_err"] == 0.25
-    assert table.loc["A", "results_eval.scales.Q"] == 37 and 0 <= table.loc["A", "val_top1_err"] <= 1
+    assert table.loc["A", "results_eval.scales.Q"] == 37 and 0 <= table.loc["A", "val_top1_err"] <= 100
     assert table.loc["E", "failure.epoch"] == 3 and table.loc["E", "S"] == "256-512"
     assert len(jobs.collect(tmp_path / "nothing")) == 0

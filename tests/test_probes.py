@@ -18,7 +18,7 @@ os.environ.setdefault("VGG_LIB_CACHE", str(REPO / ".cache" / "vgg_lib"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 
-from vgg_lib import checks, jobs  # noqa: E402
+from vgg_lib import checks, jobs, runs  # noqa: E402
 from vgg_lib import evaluate as E  # noqa: E402
 from vgg_lib import train as T  # noqa: E402
 from vgg_lib.checks import ConfigError  # noqa: E402
@@ -287,7 +287,7 @@ def test_row13_damaged_json(finished, tmp_path):
 
 def test_row14_failed_checkpoint_write_removes_its_tmp(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
-    T.save_atomic({"a": torch.ones(2)}, path)
+    runs.save_checkpoint({"a": torch.ones(2)}, path)
     real = torch.save
 
     def disk_full(obj, f, *a, **k):
@@ -295,7 +295,7 @@ def test_row14_failed_checkpoint_write_removes_its_tmp(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(T.torch, "save", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        T.save_atomic({"a": torch.zeros(2)}, path)
+        runs.save_checkpoint({"a": torch.zeros(2)}, path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
     assert torch.equal(T.load_checkpoint(path)["a"], torch.ones(2))
 
@@ -370,7 +370,7 @@ def test_row14_disk_full_mid_run_is_one_line_and_marks_the_run_failed(tmp_path, 
     def full_on_second(obj, f, *a, **k):
         calls["n"] += 1
         if calls["n"] == 2:
-            Path(f).write_bytes(b"partial")
+            f.write(b"partial") if hasattr(f, "write") else Path(f).write_bytes(b"partial")
             raise OSError(28, "No space left on device")
         return real(obj, f, *a, **k)
     monkeypatch.setattr(T.torch, "save", full_on_second)

@@ -14,7 +14,9 @@ image, shape ``(N, num_classes)``:
 ``Q`` may be one test scale or several: posteriors are then averaged over scales (Sect. 4.2);
 ``paper_test_scales`` gives the paper's three scales for a training scale S. ``fuse`` averages
 the posteriors of several models (Sect. 4.4), ``topk_error`` scores them, and ``evaluate`` runs
-a method over a whole dataset.
+a method over a whole dataset. ``dense_features`` (any fully-convolutional net applied densely,
+before the averaging over scales) and ``scales_list`` (Q checked) are what ``vgg_lib.transfer``
+shares with ``dense``.
 
 Images are float tensors ``(N, 3, H, W)`` (one size) or a list of ``(3, H, W)`` tensors (any
 sizes, e.g. an ImageFolder), already normalised by ``preprocess``: ``(pixels - mean) *
@@ -38,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data.transforms import rescale, rescaled_size  # noqa: F401  (rescaled_size: re-exported)
 from .models import TORCHVISION_MEAN, TORCHVISION_STD, VGG, fully_convolutional
 
 METHODS = ("single_scale", "dense", "multi_crop", "dense_multi_crop")
@@ -74,21 +77,9 @@ def preprocess(images, mean, pixel_scale: float = 1.0, std=None):
     return x
 
 
-def rescaled_size(height: int, width: int, Q: int) -> tuple[int, int]:
-    """Isotropic rescaling so that the smallest side is Q (the rule of ``vgg_lib.data``)."""
-    if height <= width:
-        return Q, max(Q, int(round(width * Q / height)))
-    return max(Q, int(round(height * Q / width))), Q
-
-
-def rescale(images: torch.Tensor, Q: int) -> torch.Tensor:
-    """Rescale a ``(N, 3, H, W)`` batch so its smallest side is Q (bilinear, antialiased, as the
-    training pipeline; it rescales uint8 images before the mean is removed, we rescale the
-    normalised floats, which differs only by the uint8 rounding)."""
-    size = rescaled_size(*images.shape[-2:], Q)
-    if tuple(images.shape[-2:]) == size:
-        return images
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+# ``rescale`` and ``rescaled_size`` are the data pipeline's (``vgg_lib.data``): one size rule.
+# The training pipeline rescales uint8 images before the mean is removed; here the normalised
+# float batch is rescaled (on the model's device): up to one grey level, the uint8 rounding.
 
 
 def crop_positions(height: int, width: int, crop: int, grid: int = 5) -> list[tuple[int, int]]:
@@ -260,7 +251,8 @@ def _num_images(images) -> int:
     return len(images)
 
 
-def _scales(Q) -> list[int]:
+def scales_list(Q) -> list[int]:
+    """The test scale(s) ``Q`` (an int or a list of ints) as a checked list of ints."""
     qs = [Q] if _is_int(Q) else list(Q) if isinstance(Q, (list, tuple, range)) else None
     if qs is None:
         raise ValueError(f"Q (the test scales) must be an int or a list of ints, got {Q!r}")
@@ -281,16 +273,41 @@ def _check_scales(qs: list[int], crop: int, what: str) -> None:
 
 
 def _per_scale(fn: Callable, images, qs: list[int], device: torch.device) -> torch.Tensor:
-    """Run ``fn(batch, Q) -> (n, classes)`` on every size group and scale; mean over scales.
-    Each group goes to the model's ``device`` first: rescaling and crops happen there."""
+    """Run ``fn(batch, Q) -> (n, D)`` on every size group and scale: ``(N, len(qs), D)``, rows
+    in the order of ``images``. Each group goes to the model's ``device`` first: rescaling and
+    crops happen there."""
     out = None
     for idx, batch in _groups(images):
         batch = batch.to(device)
-        p = torch.stack([fn(batch, q) for q in qs]).mean(0)
+        p = torch.stack([fn(batch, q) for q in qs], 1)
         if out is None:
-            out = torch.empty(_num_images(images), p.shape[1])
+            out = torch.empty(_num_images(images), *p.shape[1:])
         out[idx] = p
     return out
+
+
+def dense_features(net: nn.Module, images, Q, flip: bool = True,
+                   head: Callable | None = None) -> torch.Tensor:
+    """A fully-convolutional ``net`` applied densely (Sect. 3.2): ``(N, len(Q), D)``, one row
+    per image and scale.
+
+    At each scale Q the image is rescaled so its smallest side is Q; ``net``'s output map is
+    averaged over space (raw values), then ``head`` is applied (``dense`` passes the soft-max)
+    and, with ``flip``, the result is averaged with the mirrored image's. ``images`` as for the
+    methods; they go to ``net``'s device. ``vgg_lib.transfer`` reads its descriptors this way.
+    """
+    qs = scales_list(Q)
+
+    def one(batch, q):
+        x = rescale(batch, q)
+        if flip:
+            x = torch.cat([x, x.flip(-1)])
+        f = _forward(net, x).mean((2, 3))
+        if head is not None:
+            f = head(f)
+        return f.view(2, len(batch), -1).mean(0) if flip else f
+
+    return _per_scale(one, images, qs, _device(net))
 
 
 def single_scale(model: VGG, images, Q, crop: int | None = None) -> torch.Tensor:
@@ -300,7 +317,7 @@ def single_scale(model: VGG, images, Q, crop: int | None = None) -> torch.Tensor
     A ``crop`` other than ``model.input_size`` (say 256 for a 224 net) goes through the
     fully-convolutional net, its score map averaged as in ``dense``.
     """
-    qs = _scales(Q)
+    qs = scales_list(Q)
     crop = model.input_size if crop is None else crop
     if not _is_int(crop) or crop < model.input_size:
         raise ValueError(f"single_scale: crop must be an int >= model.input_size "
@@ -314,7 +331,7 @@ def single_scale(model: VGG, images, Q, crop: int | None = None) -> torch.Tensor
         return F.softmax(_forward(fcn_of(model), x).mean((2, 3)), dim=1)
 
     with _eval_mode(model):
-        return _per_scale(one, images, qs, _device(model))
+        return _per_scale(one, images, qs, _device(model)).mean(1)
 
 
 def score_map(model: VGG, images, Q: int) -> torch.Tensor:
@@ -323,8 +340,12 @@ def score_map(model: VGG, images, Q: int) -> torch.Tensor:
     6x6 at Q = 384 for a square image, 1x1 at Q = 224."""
     batch = images[None] if images.dim() == 3 else images
     _check_images(batch)
-    _check_scales(_scales(Q), model.input_size, "score_map")
+    _check_scales(scales_list(Q), model.input_size, "score_map")
     return _forward(fcn_of(model), rescale(batch.to(_device(model)), Q))
+
+
+def _softmax(scores: torch.Tensor) -> torch.Tensor:
+    return F.softmax(scores, dim=1)
 
 
 def dense(model: VGG, images, Q, flip: bool = True) -> torch.Tensor:
@@ -335,25 +356,16 @@ def dense(model: VGG, images, Q, flip: bool = True) -> torch.Tensor:
     the image and of its horizontal flip are averaged. Over several Q, posteriors are averaged.
     The fully-convolutional copy is made once per model (cached until its weights change).
     """
-    qs = _scales(Q)
+    qs = scales_list(Q)
     _check_scales(qs, model.input_size, "dense")
-    fcn = fcn_of(model)
-
-    def one(batch, q):
-        x = rescale(batch, q)
-        if flip:
-            x = torch.cat([x, x.flip(-1)])
-        p = F.softmax(_forward(fcn, x).mean((2, 3)), dim=1)
-        return p.view(2, -1, p.shape[1]).mean(0) if flip else p
-
-    return _per_scale(one, images, qs, _device(model))
+    return dense_features(fcn_of(model), images, qs, flip, head=_softmax).mean(1)
 
 
 def multi_crop(model: VGG, images, Q, grid: int = 5, flip: bool = True) -> torch.Tensor:
     """Multi-crop evaluation (Sect. 3.2, 4.3): per scale a ``grid`` x ``grid`` regular grid of
     ``model.input_size`` crops (corners and centre included) and their flips -- 50 crops per
     scale, 150 over three -- batched through the plain net; soft-max posteriors averaged."""
-    qs = _scales(Q)
+    qs = scales_list(Q)
     if not _is_int(grid) or grid < 1:
         raise ValueError(f"multi_crop: grid must be an int >= 1 (5 in the paper), got {grid!r}")
     crop = model.input_size
@@ -366,7 +378,7 @@ def multi_crop(model: VGG, images, Q, grid: int = 5, flip: bool = True) -> torch
         return p.view(n, k, -1).mean(1)
 
     with _eval_mode(model):
-        return _per_scale(one, images, qs, _device(model))
+        return _per_scale(one, images, qs, _device(model)).mean(1)
 
 
 def dense_multi_crop(model: VGG, images, Q, grid: int = 5, flip: bool = True) -> torch.Tensor:
@@ -377,7 +389,7 @@ def dense_multi_crop(model: VGG, images, Q, grid: int = 5, flip: bool = True) ->
 def multi_scale(method, model: VGG, images, scales, **kwargs) -> torch.Tensor:
     """Any method over several test scales, posteriors averaged (Sect. 4.2). Same as passing
     the list of scales as ``Q``; spelled out for readers."""
-    return _method(method)(model, images, _scales(scales), **kwargs)
+    return _method(method)(model, images, scales_list(scales), **kwargs)
 
 
 def _method(method) -> Callable:
@@ -495,7 +507,7 @@ def evaluate(model: VGG, dataset, method: str = "dense", scales=(256,), *, mean=
         evaluate(model, imagenet_val, "dense", [256, 384, 512], **TORCHVISION_PREPROCESSING)
     """
     fn = _method(method)
-    qs = _scales(scales)
+    qs = scales_list(scales)
     crop = model.input_size
     _check_scales(qs, crop, method)
     if not _is_int(batch_size) or batch_size < 1:

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .runs import diverged, load_run, read_summary, status, write_json
+
 SEEDS = (0, 1, 2)
 CROP = 32
 S_256, S_384, S_512 = 37, 55, 73  # the paper's 256, 384, 512 scaled by 32/224 (data.scaled_size)
@@ -209,12 +211,6 @@ def provenance(command: str, seconds: float, threads: int = 1, commit: str | Non
 LIGHT_FILES = ("params.json", "metrics.csv", "summary.json")
 
 
-def _write_json(path: Path, obj) -> None:
-    from .data.cache import save_json  # the project's atomic writer (temporary file + rename)
-
-    save_json(path, obj)
-
-
 def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -226,16 +222,6 @@ def _stale(out: Path, wanted: dict) -> list[str]:
         return []
     skip = ("run_dir", "init_run", "init_source", "device", "progress")
     return [k for k, v in wanted.items() if k not in skip and k in have and have[k] != v]
-
-
-def _status(folder: Path):
-    f = folder / "summary.json"
-    return json.loads(f.read_text()).get("status") if f.is_file() else None
-
-
-def _diverged(folder: Path) -> bool:
-    f = folder / "summary.json"
-    return f.is_file() and json.loads(f.read_text()).get("stop_reason") == "diverged"
 
 
 def _run_training(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -250,8 +236,8 @@ def train_run(name: str, seed: int, results=None, work=None, log=print) -> Path:
     work_dir = Path(wanted["run_dir"])
     out = results_root(results) / folder_name(name, seed)
     stale = _stale(out, wanted)
-    if not stale and ((_status(work_dir) == "finished" and _status(out) == "finished")
-                      or (_diverged(work_dir) and _diverged(out))):
+    if not stale and ((status(work_dir) == "finished" and status(out) == "finished")
+                      or (diverged(work_dir) and diverged(out))):
         return out
     before = _read(out / "provenance.json") if stale == ["epochs"] else None
     cmd = train_command(name, seed, work)
@@ -259,8 +245,8 @@ def train_run(name: str, seed: int, results=None, work=None, log=print) -> Path:
     t0 = time.perf_counter()
     proc = _run_training(cmd)
     seconds = time.perf_counter() - t0
-    if proc.returncode != 0 or _status(work_dir) != "finished":
-        if not _diverged(work_dir):  # a divergence is a result (it would diverge again); a crash is not
+    if proc.returncode != 0 or status(work_dir) != "finished":
+        if not diverged(work_dir):  # a divergence is a result (it would diverge again); a crash is not
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
             raise RuntimeError(f"training {folder_name(name, seed)} failed: {tail[0]}")
     out.mkdir(parents=True, exist_ok=True)
@@ -270,16 +256,16 @@ def train_run(name: str, seed: int, results=None, work=None, log=print) -> Path:
     for key in ("run_dir", "init_run", "init_source", "data_root"):  # no machine paths in git
         if params.get(key):
             params[key] = str(params[key]).replace(str(work_root(work)), "runs/reference")
-    _write_json(out / "params.json", params)
+    write_json(out / "params.json", params)
     if stale:  # what was computed from the old run describes another net
         for f in [*out.glob("eval_*.json"), *out.glob("posteriors_*.npz"),
                   *(out.parent / "transfer").glob(f"*{name}-s{seed}.json")]:
             f.unlink()
     if before:  # the cap was raised: this training went on from the old checkpoint (train.train)
         record = provenance(_display(cmd, work), before["wall_seconds"] + seconds, commit=commit)
-        _write_json(out / "provenance.json", {**record, "continued_from": before})
+        write_json(out / "provenance.json", {**record, "continued_from": before})
     elif not (out / "provenance.json").is_file() or seconds > 5:  # keep the training's own record
-        _write_json(out / "provenance.json", provenance(_display(cmd, work), seconds, commit=commit))
+        write_json(out / "provenance.json", provenance(_display(cmd, work), seconds, commit=commit))
     log(f"trained {folder_name(name, seed)} in {seconds:.0f} s")
     return out
 
@@ -309,7 +295,6 @@ def evaluate_run(name: str, seed: int, method: str, scales="paper", size=None, r
 
     from . import data
     from . import evaluate as E
-    from .train import load_run
 
     out = results_root(results) / folder_name(name, seed)
     tag = eval_tag(method, scales, size)
@@ -330,7 +315,7 @@ def evaluate_run(name: str, seed: int, method: str, scales="paper", size=None, r
                         labels=ev.labels.numpy().astype(np.int16))
     cmd = f"python -m vgg_lib.experiments evaluate {name} {seed} {method} {scales}" + (
         f" --size {size}" if size else "")
-    _write_json(target, {**ev.summary(), "dataset": p["dataset"], "split": "val",
+    write_json(target, {**ev.summary(), "dataset": p["dataset"], "split": "val",
                          "provenance": provenance(cmd, seconds, commit=commit)})
     log(f"evaluated {folder_name(name, seed)} {tag}: top-1 {ev.top1:.2f}% in {seconds:.0f} s")
     return target
@@ -354,7 +339,6 @@ def transfer_run(source: str, seed: int, results=None, work=None, log=print) -> 
 
     from . import transfer as T
     from .models import vgg
-    from .train import load_run
 
     out = results_root(results) / "transfer" / f"{source.replace(' ', '-')}-s{seed}.json"
     if out.is_file():
@@ -388,7 +372,7 @@ def transfer_run(source: str, seed: int, results=None, work=None, log=print) -> 
     seconds = time.perf_counter() - t0
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = f"python -m vgg_lib.experiments transfer '{source}' {seed}"
-    _write_json(out, {"source": source, "seed": seed, "target": TRANSFER_TARGET, "scales": list(qs),
+    write_json(out, {"source": source, "seed": seed, "target": TRANSFER_TARGET, "scales": list(qs),
                       "mean_class_recall": scores, "unit": "percent", "fc7_units": int(xtr.shape[1] // len(qs)),
                       "provenance": provenance(cmd, seconds, commit=commit)})
     log(f"transfer {source} s{seed}: " + ", ".join(f"{k} {v:.1f}" for k, v in scores.items()))
@@ -481,13 +465,13 @@ def load(name: str, seed: int, results=None) -> dict:
     import pandas as pd
 
     folder = results_root(results) / folder_name(name, seed)
-    if _status(folder) != "finished" and not _diverged(folder):  # a diverged run is a result too
+    if status(folder) != "finished" and not diverged(folder):  # a diverged run is a result too
         raise FileNotFoundError(f"reference run {folder_name(name, seed)} is not in "
                                 f"{results_root(results)}: run `make reproduce` (or "
                                 f"python -m vgg_lib.experiments reproduce --runs {name})")
     read = lambda f: json.loads((folder / f).read_text())  # noqa: E731
     evals = {p.stem[len("eval_"):]: json.loads(p.read_text()) for p in sorted(folder.glob("eval_*.json"))}
-    return {"params": read("params.json"), "summary": read("summary.json"),
+    return {"params": read("params.json"), "summary": read_summary(folder),
             "metrics": pd.read_csv(folder / "metrics.csv"), "provenance": read("provenance.json"),
             "evals": evals, "folder": folder}
 
@@ -510,10 +494,10 @@ def table(set_name: str, seeds=SEEDS, results=None):
             s, m = r["summary"], r["metrics"]
             nan = float("nan")  # a run that diverged before its first epoch has no error to report
             rows.append({"label": label, "run": name, "seed": seed, "config": r["params"]["config"],
-                         "top1_err": 100 * s.get("val_top1_err", nan), "top5_err": 100 * s.get("val_top5_err", nan),
+                         "top1_err": s.get("val_top1_err", nan), "top5_err": s.get("val_top5_err", nan),
                          "epochs": int(s["epochs_done"]), "lr_decreases": s.get("lr_decreases"),
                          "stop": s.get("stop_reason"),
-                         "first_epoch_top1": 100 * m.val_top1_err.iloc[0] if len(m) else nan,
+                         "first_epoch_top1": m.val_top1_err.iloc[0] if len(m) else nan,
                          "minutes": s.get("seconds", 0.0) / 60})
     return pd.DataFrame(rows)
 
@@ -564,17 +548,17 @@ def verify(name: str = VERIFY[0], seed: int = VERIFY[1], results=None, work=None
     seed spread of that run (3 standard deviations over the committed seeds, at least 0.5
     points). Raises ``AssertionError`` with both numbers otherwise."""
     committed = load(name, seed, results)
-    spread = [100 * load(name, s, results)["summary"]["val_top1_err"] for s in SEEDS]
+    spread = [load(name, s, results)["summary"]["val_top1_err"] for s in SEEDS]
     tol = max(3 * float(np.std(spread, ddof=1)), 0.5)
     fresh_work = work_root(work).parent / "verify"
     run_dir = fresh_work / "reference" / folder_name(name, seed)
     cmd = train_command(name, seed, fresh_work)
-    if _status(run_dir) != "finished":
+    if status(run_dir) != "finished":
         proc = _run_training(cmd)
         if proc.returncode != 0:
             raise RuntimeError(f"verification run failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
-    fresh = json.loads((run_dir / "summary.json").read_text())
-    ours, theirs = 100 * fresh["val_top1_err"], 100 * committed["summary"]["val_top1_err"]
+    fresh = read_summary(run_dir)
+    ours, theirs = fresh["val_top1_err"], committed["summary"]["val_top1_err"]
     result = {"run": folder_name(name, seed), "committed_top1": theirs, "fresh_top1": ours,
               "difference": ours - theirs, "tolerance": tol, "seed_values": spread,
               "committed_epochs": committed["summary"]["epochs_done"], "fresh_epochs": fresh["epochs_done"]}
@@ -692,7 +676,7 @@ def evaluations(results=None):
             ev = {k: v["top1_error"] for k, v in r["evals"].items()}
             rows.append({"net": label, "run": name, "seed": seed, "S": str(S),
                          "three Q": ",".join(map(str, test_scales(S, CROP, "paper"))),
-                         "centre crop, single Q": 100 * r["summary"]["val_top1_err"],
+                         "centre crop, single Q": r["summary"]["val_top1_err"],
                          "dense, single Q": ev[eval_tag("dense", "train")],
                          "dense, three Q": ev[eval_tag("dense", "paper")]})
     return pd.DataFrame(rows)
@@ -785,8 +769,7 @@ def grid_wall_time(results=None) -> dict:
 
 def verification_model(results=None, work=None):
     """The re-trained cheapest run (``verify``), loaded: a trained net the book build has
-    without committed checkpoints (``train.load_run`` result)."""
-    from .train import load_run
+    without committed checkpoints (``runs.load_run`` result)."""
 
     verify(results=results, work=work)
     return load_run(work_root(work).parent / "verify" / "reference" / folder_name(*VERIFY))

@@ -2,7 +2,8 @@
 
 A *job* is a notebook with a ``parameters`` cell (``book/jobs/train.ipynb``) executed by
 papermill. ``run(notebook, params)`` executes it into a *run folder* named by its parameters
-(``train-D-shapes-s0-1a2b3c4d``): the same parameters give the same folder, so a finished run
+(``vgg_lib.runs``; a training job's folder is the one ``python -m vgg_lib.train`` would use,
+``D-shapes-s0-1a2b3c4d``): the same parameters give the same folder, so a finished run
 is reused (the Training chapter trains a net, the Testing chapter finds it), an unfinished one
 resumes from its checkpoint, and ``force=True`` starts again. ``grid`` runs many jobs and goes
 on when one fails; ``collect`` reads every run folder under a root -- written by the book, by
@@ -26,12 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-from .checks import ConfigError, read_json
-from .train import run_name
+from .checks import ConfigError
+from .runs import RUNTIME_FIELDS, collect, collect_text, is_done, read_summary, run_name, runs_root, status, write_json  # noqa: F401
 
 KERNEL = "python3"
-# Parameters that change how fast a job runs, not what it computes: not part of its name.
-RUNTIME_PARAMS = ("device", "workers", "compile", "progress", "run_dir", "root")
 NAME_WORDS = ("config", "dataset", "seed")
 
 
@@ -40,11 +39,6 @@ class JobError(RuntimeError):
 
     def _render_traceback_(self):
         return [f"{type(self).__name__}: {self}"]
-
-
-def runs_root(root=None) -> Path:
-    """``root``, else ``$VGG_LIB_RUNS``, else ``./runs``."""
-    return Path(root or os.environ.get("VGG_LIB_RUNS") or "runs").expanduser()
 
 
 def notebook_parameters(notebook) -> dict:
@@ -60,6 +54,31 @@ def notebook_parameters(notebook) -> dict:
     return out
 
 
+def parameters_cell(config_class) -> str:
+    """The ``parameters`` cell of a job notebook generated from a dataclass: one annotated line
+    per field, ``name: type = default  # help``. The training job's cell is this text for
+    ``TrainConfig`` (a test checks it), so an option is typed once, in ``TrainConfig``."""
+    import dataclasses
+
+    lines = []
+    for f in dataclasses.fields(config_class):
+        kind = str(f.type).split(" |")[0]
+        if any(c in f.metadata["help"] for c in "='\""):  # papermill's parser skips such lines
+            raise ValueError(f"the help of {config_class.__name__}.{f.name} has = or a quote: papermill cannot read it")
+        default = json.dumps(f.default) if isinstance(f.default, str) else repr(f.default)
+        lines.append(f"{f.name}: {kind} = {default}  # {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+def is_training_job(parameters) -> bool:
+    """A notebook whose parameters are exactly ``TrainConfig``'s fields trains one run."""
+    import dataclasses
+
+    from .train import TrainConfig
+
+    return set(parameters) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
 def job_dir(notebook, params: dict, root=None) -> Path:
     """The run folder of ``notebook`` with ``params``: the notebook's defaults are filled in
     first, so leaving a parameter out or giving its default value names the same run."""
@@ -69,26 +88,15 @@ def job_dir(notebook, params: dict, root=None) -> Path:
     if unknown:
         raise ValueError(f"params {unknown} are not parameters of {notebook.name}; allowed: "
                          f"{', '.join(defaults)}")
-    full = {k: v for k, v in {**defaults, **params}.items() if k not in RUNTIME_PARAMS}
-    full = json.loads(json.dumps(full, default=str))  # tuples and lists name the same run
+    if is_training_job(defaults):  # named as vgg_lib.train names it: the CLI run is the same folder
+        from .train import TrainConfig
+
+        args = {**defaults, **params, "run_dir": None, "root": str(runs_root(root))}
+        return TrainConfig(**args).resolved_run_dir()
+    full = {k: v for k, v in {**defaults, **params}.items() if k not in RUNTIME_FIELDS}
     words = [notebook.stem] + [full.get(k) for k in NAME_WORDS if k in full]
     words = [f"s{w}" if k == "seed" else w for k, w in zip(("nb",) + NAME_WORDS, words)]
     return runs_root(root) / run_name({"notebook": notebook.stem, **full}, words)
-
-
-def status(run_dir) -> str | None:
-    """``finished``, ``failed``, ``running`` (or killed) from ``summary.json``; None if absent."""
-    path = Path(run_dir) / "summary.json"
-    return read_json(path).get("status") if path.is_file() else None
-
-
-def _done(run_dir) -> bool:
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
-        return False
-    s = read_json(path, "delete the run folder or run it with force=True")
-    # A diverged run is a result too (it would diverge again): only a crash is retried.
-    return s.get("status") == "finished" or s.get("stop_reason") == "diverged"
 
 
 def run(notebook, params: dict | None = None, root=None, force: bool = False,
@@ -110,7 +118,7 @@ def run(notebook, params: dict | None = None, root=None, force: bool = False,
     out_dir = job_dir(notebook, params, root)
     if force and out_dir.exists():
         shutil.rmtree(out_dir)
-    if _done(out_dir):
+    if is_done(out_dir):
         return out_dir
     declares_run_dir = "run_dir" in notebook_parameters(notebook)
     if declares_run_dir:
@@ -127,15 +135,13 @@ def run(notebook, params: dict | None = None, root=None, force: bool = False,
     except Exception as e:  # the kernel died, could not start, ...
         error = JobError(f"{notebook.name} failed: {type(e).__name__}: {e}")
     if not declares_run_dir and error is None:  # a job that does not manage a run folder
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "params.json").write_text(json.dumps(params, indent=1, default=str))
-        (out_dir / "summary.json").write_text(json.dumps({"status": "finished"}))
+        write_json(out_dir / "params.json", params)
+        write_json(out_dir / "summary.json", {"status": "finished"})
     if out_dir.is_dir():
         os.replace(partial, out_dir / notebook.name)
         if error is not None and status(out_dir) != "failed":
-            s = json.loads((out_dir / "summary.json").read_text()) if (out_dir / "summary.json").is_file() else {}
-            s.update(status="failed", failure={"reason": str(error)})
-            (out_dir / "summary.json").write_text(json.dumps(s, indent=1))
+            write_json(out_dir / "summary.json", {**read_summary(out_dir), "status": "failed",
+                                                  "failure": {"reason": str(error)}})
     else:
         partial.unlink(missing_ok=True)
     if error is not None:
@@ -170,52 +176,6 @@ def grid(notebook, params_list, root=None, force: bool = False, progress: bool =
             print(f"[{i + 1}/{len(params_list)}] {row['status']:8s} {time.perf_counter() - t0:6.1f} s  "
                   f"{json.dumps(params, default=str)}" + (f"\n    {row['error']}" if row["error"] else ""),
                   flush=True)
-    return pd.DataFrame(rows)
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def collect(root=None):
-    """Every run folder under ``root`` (recursively) as one row: its params, its summary (the
-    final metrics, best epoch, status), and any ``results*.json`` written by other jobs
-    (evaluation, transfer), flattened into ``<file stem>.<key>`` columns."""
-    import pandas as pd
-
-    root = runs_root(root)
-    folders = sorted({p.parent for p in root.rglob("params.json")} | {p.parent for p in root.rglob("summary.json")})
-    rows = []
-    for folder in folders:
-        row = {"run": folder.name, "path": str(folder)}
-        damaged = []  # said in the row, not skipped silently
-        for name in ("params.json", "summary.json"):
-            if (folder / name).is_file():
-                try:
-                    data = read_json(folder / name)
-                except ConfigError:
-                    damaged.append(name)
-                    continue
-                data.pop("classes", None)
-                data.pop("run_dir", None)
-                row.update(_flatten(data))
-        for path in sorted(folder.glob("results*.json")):
-            try:
-                row.update(_flatten(read_json(path), prefix=path.stem + "."))
-            except ConfigError:
-                damaged.append(path.name)
-        if damaged:
-            row.update(status="damaged", damaged=", ".join(damaged))
-        if isinstance(row.get("S"), list):
-            row["S"] = "-".join(map(str, row["S"]))  # hashable: groupby works on it
-        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -271,20 +231,17 @@ def main(argv=None) -> int:
     c = sub.add_parser("collect", help="print every run folder under ROOT as a table")
     c.add_argument("root", nargs="?", default=None)
     args = p.parse_args(argv)
-    if args.command == "grid":
-        try:
-            notebook, jobs, root = load_grid(args.grid_file)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        table = grid(notebook, jobs, root=args.root or root, force=args.force)
-        print(table.drop(columns=["error"]).to_string(index=False))
-        return int((table.status != "finished").any())
-    table = collect(args.root)
-    cols = [c for c in ("run", "config", "status", "epochs_done", "val_top1_err", "val_top5_err")
-            if c in table]
-    print(table[cols].to_string(index=False) if len(table) else "no runs")
-    return 0
+    if args.command == "collect":
+        print(collect_text(args.root))
+        return 0
+    try:
+        notebook, jobs, root = load_grid(args.grid_file)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    table = grid(notebook, jobs, root=args.root or root, force=args.force)
+    print(table.drop(columns=["error"]).to_string(index=False))
+    return int((table.status != "finished").any())
 
 
 if __name__ == "__main__":

@@ -59,13 +59,12 @@ from torch import nn
 from .checks import ConfigError, boolean, numeric, read_json
 from .configs import resolve
 from .models import VGG, init_from, init_weights, vgg
+from .runs import (RUN_FILES, RUNTIME_FIELDS, UNITS, Run, load_checkpoint, load_run, read_summary,  # noqa: F401
+                   run_failure, run_name, runs_root, save_checkpoint, status, write_csv, write_json)
 
 INIT_CHOICES = ("normal", "glorot", "from_run")
 DEVICE_CHOICES = ("cpu", "cuda", "auto")
 AMP_CHOICES = ("bf16", "fp16", "off")
-# Fields that change how fast a run goes, not what it computes: they may differ on resume and
-# are left out of the run's name.
-RUNTIME_FIELDS = ("device", "workers", "compile", "amp", "progress", "run_dir", "root")
 MAX_WORKERS = 8  # default loader workers per GPU: enough to decode ~1000 ImageNet JPEGs/s
 SYNC_EVERY = 50  # steps between reads of the device's loss sums (divergence check, progress bar)
 PAPER_S = 256  # the paper's smallest fixed training scale (Sect. 3.1), rescaled with the crop
@@ -99,16 +98,16 @@ class TrainConfig:
     lr_factor: float = _f(0.1, "lr multiplier at each plateau (Sect. 3.1: 0.1)")
     max_decreases: int = _f(3, "lr decreases before training stops at the next plateau (Sect. 3.1: 3)")
     S: int | list | None = _f(None, "training scale: int (fixed S) or [Smin, Smax] (jittering); None: 256 scaled to the crop")
-    crop: int = _f(32, "training crop side = network input size (paper: 224)")
+    crop: int = _f(32, "training crop side, the network input size (paper: 224)")
     flip: bool = _f(True, "random horizontal flips (Sect. 3.1)")
-    colour_std: float = _f(0.1, "std of the random RGB colour shift (AlexNet's PCA lighting; 0 turns it off)")
+    colour_std: float = _f(0.1, "std of the random RGB colour shift (the PCA lighting of AlexNet; 0 turns it off)")
     pixel_scale: float = _f(1.0, "pixels are (0..255 - mean RGB) * pixel_scale (paper: 1)")
     width: float = _f(1.0, "channel multiplier of every layer (1: the paper; 1/8 trains on a CPU)")
-    pools: int = _f(5, "max-poolings kept, from the first (5: the paper; 3: the book's miniature, a 4x4 pool5 at crop 32)")
+    pools: int = _f(5, "max-poolings kept, from the first (5: the paper; 3: the miniature of the book, a 4x4 pool5 at crop 32)")
     batch_norm: bool = _f(False, "add batch normalisation after every conv (not in the paper)")
     init: str = _f("normal", "normal | glorot | from_run (first four convs and the FC layers of init_source)")
     init_std: float = _f(0.01, "std of the normal initialisation")
-    init_source: str | None = _f(None, "run folder of a trained net A, for init='from_run'")
+    init_source: str | None = _f(None, "run folder of a trained net A, for init from_run")
     init_run: str | None = _f(None, "run folder of a trained net of the same config: copy all its weights")
     seed: int = _f(0, "seed of the initialisation, the data order and the augmentation")
     device: str = _f("auto", "cpu | cuda | auto")
@@ -250,8 +249,7 @@ class TrainConfig:
             raise ConfigError(f"{name}={str(path)!r} is not allowed: no checkpoint.pt/params.json there; "
                               f"expected {what}")
         p = read_json(path / "params.json")
-        summary = path / "summary.json"
-        state = read_json(summary).get("status") if summary.is_file() else None
+        state = status(path)
         if state != "finished":
             raise ConfigError(f"{name}={str(path)!r} is not allowed: that run is {state or 'not started'}, "
                               f"not finished; expected {what}")
@@ -280,15 +278,7 @@ class TrainConfig:
     def resolved_run_dir(self) -> Path:
         if self.run_dir is not None:
             return Path(self.run_dir).expanduser()
-        root = Path(self.root or os.environ.get("VGG_LIB_RUNS") or "runs").expanduser()
-        return root / run_name(self.identity(), (self.config, self.dataset, f"s{self.seed}"))
-
-
-def run_name(params: dict, words) -> str:
-    """A readable slug plus a short hash of all ``params``: ``D-shapes-s0-3fa9c2d1``."""
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    slug = "-".join(str(w).replace("/", "_").replace(" ", "") for w in words if w is not None)
-    return f"{slug}-{digest}" if slug else digest
+        return runs_root(self.root) / run_name(self.identity(), (self.config, self.dataset, f"s{self.seed}"))
 
 
 # --- the learning-rate schedule (Sect. 3.1) -------------------------------------------------
@@ -468,50 +458,6 @@ def default_workers(device: torch.device) -> int:
 
 # --- checkpoints -----------------------------------------------------------------------------
 
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves half a checkpoint, and
-    a failed write (disk full) removes its temporary file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(path) -> dict:
-    """Read a checkpoint with ``weights_only=True``: tensors, numbers, strings and containers
-    only. A file that needs arbitrary unpickling (which could run code) is refused; a damaged
-    one (truncated, empty, not a checkpoint) gets a one-line ``ConfigError`` naming it."""
-    path = Path(path)
-    damaged = (f"checkpoint {path} is damaged or not a checkpoint ({{}}); delete it to train that "
-               "run again, or restore it from a copy")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-    except OSError as e:
-        raise ConfigError(f"checkpoint {path} cannot be read ({e.strerror or e})") from None
-    if not head:
-        raise ConfigError(damaged.format("an empty file"))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        lines = [ln.strip() for ln in str(e).splitlines()]
-        first = next((ln for ln in lines if "Unsupported global" in ln), "")
-        # a zip (torch.save) or pickle stream asking for globals or opcodes the safe loader
-        # refuses: really a security refusal; anything else is just not a checkpoint
-        if first or (head[:1] == b"\x80" and any("Unsupported operand" in ln for ln in lines)):
-            raise ValueError(f"refusing to load checkpoint {path}: it needs arbitrary unpickling, which "
-                             f"could run code; only tensors, numbers, strings and containers are allowed "
-                             f"({first or 'a raw pickle'})") from None
-        raise ConfigError(damaged.format("unreadable data")) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        reason = "truncated" if isinstance(e, EOFError) or "central directory" in str(e) else \
-            (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
-        raise ConfigError(damaged.format(reason)) from None
-
-
 # Random streams and resume at any world size. The data a step sees come from (seed, epoch,
 # index), and each process's dropout stream (CPU and its own GPU) is reseeded at the start of
 # every epoch from (seed, rank, epoch): nothing per-process or per-GPU has to be saved, so a
@@ -542,36 +488,12 @@ def _set_rng_state(state, loader_generator: torch.Generator) -> None:
 
 # --- run folders -----------------------------------------------------------------------------
 
-RUN_FILES = ("params.json", "summary.json", "metrics.csv", "checkpoint.pt")
 METRICS = ["epoch", "train_loss", "train_top1_err", "train_top5_err", "val_top1_err", "val_top5_err",
            "lr", "images_per_s", "seconds"]
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, default=str))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_metrics(path: Path, history: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, METRICS)
-            w.writeheader()
-            w.writerows(history)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _summary(status, history, **extra) -> dict:
-    s = {"status": status, "epochs_done": len(history)}
+    s = {"status": status, "units": UNITS, "epochs_done": len(history)}
     if history:
         best = min(history, key=lambda r: r["val_top1_err"])
         last = history[-1]
@@ -581,50 +503,6 @@ def _summary(status, history, **extra) -> dict:
                  images_per_s=round(float(np.mean([r["images_per_s"] for r in history])), 1))
     s.update(extra)
     return s
-
-
-@dataclass
-class Run:
-    """A trained network rebuilt from its run folder, with what its test transform needs."""
-
-    model: VGG
-    params: dict
-    summary: dict
-    mean: torch.Tensor
-    pixel_scale: float
-    crop: int
-    S: int | list
-    classes: list
-    path: Path
-
-
-def load_run(run_dir) -> Run:
-    """Rebuild the network of a finished run (on the CPU, in eval mode). ``ValueError`` if the
-    folder holds no finished checkpoint."""
-    path = Path(run_dir).expanduser()
-    summary_path, ckpt_path = path / "summary.json", path / "checkpoint.pt"
-    if not ckpt_path.is_file() or not summary_path.is_file():
-        raise ValueError(f"run_dir={str(path)!r} has no finished checkpoint (no checkpoint.pt/summary.json)")
-    summary = read_json(summary_path)
-    if not (path / "params.json").is_file():
-        raise ConfigError(f"run_dir={str(path)!r} has no params.json: it cannot be told which run it "
-                          "holds; restore the file or train the run again")
-    params = read_json(path / "params.json")
-    ckpt = load_checkpoint(ckpt_path)
-    if summary.get("status") != "finished" or not isinstance(ckpt, dict) or not ckpt.get("finished"):
-        raise ValueError(f"run_dir={str(path)!r} has no finished checkpoint: its status is "
-                         f"{summary.get('status')!r}; train it to the end first")
-    bad = [k for k, v in ckpt["model"].items() if torch.is_floating_point(v) and not torch.isfinite(v).all()]
-    if bad:
-        raise ConfigError(f"run_dir={str(path)!r}: checkpoint.pt has non-finite weights (NaN or inf in "
-                          f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); the file is damaged or "
-                          "the run diverged: train it again")
-    model = vgg(**ckpt["model_args"], init=None)
-    model.load_state_dict(ckpt["model"])
-    pre = ckpt["preprocess"]
-    return Run(model=model.eval(), params=params, summary=summary,
-               mean=ckpt["mean"], pixel_scale=pre["pixel_scale"], crop=pre["crop"], S=pre["S"],
-               classes=list(ckpt["classes"]), path=path)
 
 
 # --- the training loop ------------------------------------------------------------------------
@@ -703,7 +581,7 @@ def _validate(model, loader, device, amp, pixel_scale, rank_world):
     if rank_world[1] > 1:
         dist.all_reduce(counts)
     top1, top5, n = counts.tolist()
-    return 1 - top1 / n, 1 - top5 / n
+    return 100 * (1 - top1 / n), 100 * (1 - top5 / n)  # percent
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -744,7 +622,7 @@ def train(cfg: TrainConfig) -> Path:
             raise ConfigError(f"run_dir={str(run_dir)!r} holds a {old.get('kind', 'non-training')} job's "
                               "folder, not a training run; choose another run_dir")
         diff = [k for k, v in cfg.identity().items() if k in old and _jsonable(old[k]) != _jsonable(v)]
-        summary = read_json(summary_path) if summary_path.is_file() else {}
+        summary = read_summary(run_dir)
         extend = diff == ["epochs"] and cfg.epochs > old["epochs"] and ckpt_path.is_file() and (
             summary.get("stop_reason") in ("epochs", None) and summary.get("status") != "failed")
         if diff and not extend:
@@ -773,7 +651,7 @@ def train(cfg: TrainConfig) -> Path:
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         # what this process resolved (workers, amp) is recorded, not the None defaults
-        _write_json(params_path, {**cfg.to_dict(), "workers": workers, "amp": amp,
+        write_json(params_path, {**cfg.to_dict(), "workers": workers, "amp": amp,
                                   "run_dir": str(run_dir), "classes": classes,
                                   "num_classes": len(classes), "test_scale": cfg.test_scale,
                                   "train_images": len(train_set), "val_images": len(val_set),
@@ -836,24 +714,24 @@ def train(cfg: TrainConfig) -> Path:
 
     def checkpoint(epoch, finished=False):
         if main:
-            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "schedule": schedule.state_dict(), "rng": _rng_state(loader_gen),
                          "scaler": scaler.state_dict() if scaler is not None else None,
-                         "world_size": world, "epoch": epoch, "step": step,
+                         "world_size": world, "epoch": epoch, "step": step, "units": UNITS,
                          "history": history, "finished": finished, "stop_reason": stop_reason, "model_args": model_args,
                          "preprocess": preprocess, "classes": classes, "mean": mean,
                          "eigval": stats["eigval"], "eigvec": stats["eigvec"]}, ckpt_path)
-            _write_metrics(metrics_path, history)
+            write_csv(metrics_path, history, METRICS)
 
     def write_summary(status, **extra):
         if main:
-            _write_json(summary_path, _summary(status, history, steps=step, lr_decreases=schedule.decreases,
+            write_json(summary_path, _summary(status, history, steps=step, lr_decreases=schedule.decreases,
                                                **extra))
 
     from tqdm.auto import tqdm
     bars = cfg.progress and main
     if main:
-        _write_metrics(metrics_path, history)
+        write_csv(metrics_path, history, METRICS)
     write_summary("running")
     epoch = start_epoch
     try:
@@ -921,11 +799,11 @@ def train(cfg: TrainConfig) -> Path:
             val1, val5 = _validate(model, val_loader, device, amp, cfg.pixel_scale, (rank, world))
             loss_sum, top1, top5 = totals.tolist()
             n = images
-            history.append({"epoch": epoch + 1, "train_loss": loss_sum / n, "train_top1_err": 1 - top1 / n,
-                            "train_top5_err": 1 - top5 / n, "val_top1_err": val1, "val_top5_err": val5,
+            history.append({"epoch": epoch + 1, "train_loss": loss_sum / n, "train_top1_err": 100 * (1 - top1 / n),
+                            "train_top5_err": 100 * (1 - top5 / n), "val_top1_err": val1, "val_top5_err": val5,
                             "lr": optimizer.param_groups[0]["lr"], "images_per_s": n / train_seconds,
                             "seconds": time.perf_counter() - t0})
-            if stop_reason != "max_steps" and schedule.step(1 - val1):
+            if stop_reason != "max_steps" and schedule.step(100 - val1):
                 stop_reason = "lr_schedule"
             done = stop_reason != "epochs" or epoch + 1 == cfg.epochs
             checkpoint(epoch + 1, finished=done)
@@ -996,15 +874,6 @@ def main(argv=None) -> Path:
     if failure:  # the exit status tells the truth: a diverged run is not a success
         sys.exit(f"error: {failure}")
     return path
-
-
-def run_failure(run_dir) -> str | None:
-    """None for a finished run, else one line: why it failed and where (for exit statuses)."""
-    summary = read_json(Path(run_dir) / "summary.json")
-    if summary.get("status") == "finished":
-        return None
-    reason = (summary.get("failure") or {}).get("reason") or f"status {summary.get('status')!r}"
-    return f"training failed: {reason} (run folder {run_dir})"
 
 
 if __name__ == "__main__":

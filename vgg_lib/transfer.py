@@ -7,7 +7,7 @@ average or stack the descriptors of several scales Q, L2-normalise, and train a 
 linear SVM on the target data. Scored as the paper does: mean class recall (Caltech) and mean
 average precision (VOC, several labels per image).
 
->>> source = load_source("runs/train-D-shapes-s0-...")          # or a torchvision state dict
+>>> source = load_source("runs/D-shapes-s0-...")                # or a torchvision state dict
 >>> X = extract_features(source.model, train_set, scales=paper_scales(source.model), **source.preprocessing)
 >>> result = linear_svm(X, y, X_test, y_test, C=1.0)
 >>> result.mean_class_recall
@@ -18,7 +18,6 @@ average precision (VOC, several labels per image).
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import scaled_size, train_transform
-from .evaluate import (TORCHVISION_PREPROCESSING, _forward, _groups, _scales, fcn_of, preprocess,
-                       rescale)
+from .evaluate import TORCHVISION_PREPROCESSING, dense_features, fcn_of, preprocess, scales_list
 from .models import VGG, load_torchvision_weights, vgg
 
 AGGREGATES = ("average", "stack")
@@ -87,7 +85,7 @@ def extract_features(model: VGG, dataset, scales=None, flip: bool = True, aggreg
     net = _truncated(model, layer)
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate={aggregate!r} is unknown; allowed: {', '.join(AGGREGATES)}")
-    qs = _scales(paper_scales(model, multi=False) if scales is None else scales)
+    qs = scales_list(paper_scales(model, multi=False) if scales is None else scales)
     for q in qs:
         if q < model.input_size:
             raise ValueError(f"scales: Q={q} is smaller than the net's input size {model.input_size}; "
@@ -100,13 +98,6 @@ def extract_features(model: VGG, dataset, scales=None, flip: bool = True, aggreg
         raise ValueError("dataset yields uint8 images: pass mean=... (the source run's mean RGB, "
                          "e.g. **load_source(run).preprocessing) or **TORCHVISION_PREPROCESSING")
 
-    def describe(batch: torch.Tensor, q: int) -> torch.Tensor:   # (n, 3, H, W) -> (n, D)
-        x = rescale(batch, q)
-        if flip:
-            x = torch.cat([x, x.flip(-1)])
-        f = _forward(net, x).mean((2, 3))  # global average pooling of the dense map
-        return f.view(2, len(batch), -1).mean(0) if flip else f
-
     starts = range(0, len(dataset), batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -118,15 +109,8 @@ def extract_features(model: VGG, dataset, scales=None, flip: bool = True, aggreg
         labels += [y for _, y in items]
         if mean is not None:
             images = preprocess(images, mean, pixel_scale, std)
-        out = None
-        for idx, batch in _groups(images):  # images of one size go through together
-            batch = batch.to(next(model.parameters()).device)  # rescaled on the model's device
-            per_scale = torch.stack([describe(batch, q) for q in qs], 1)  # (n, scales, D)
-            f = per_scale.mean(1) if aggregate == "average" else per_scale.flatten(1)
-            if out is None:
-                out = torch.empty(len(images), f.shape[1])
-            out[idx] = f
-        rows.append(out)
+        per_scale = dense_features(net, images, qs, flip)  # (n, scales, D), spatially averaged
+        rows.append(per_scale.mean(1) if aggregate == "average" else per_scale.flatten(1))
     features = F.normalize(torch.cat(rows), dim=1).numpy()
     return (features, np.asarray(labels)) if return_labels else features
 
@@ -267,19 +251,19 @@ def load_source(source) -> Source:
     ``_bn``: the configuration, width and input size are read from the tensors' shapes; its
     inputs are preprocessed as torchvision's ImageNet weights expect). ``ValueError`` for
     anything else, and for a run that did not finish."""
-    from .train import load_run
+    from . import runs
 
     path = Path(str(source)).expanduser()
     if path.is_dir():
         if not (path / "summary.json").is_file():
             raise ValueError(f"source={str(path)!r} is not a run folder (no summary.json); expected the "
                              "folder of a finished training run or a torchvision state-dict file")
-        status = json.loads((path / "summary.json").read_text()).get("status")
+        status = runs.status(path)
         if status != "finished":
             raise ValueError(f"source={str(path)!r} is a run that has not finished (status {status!r}); "
                              "allowed: a finished run -- train it to the end first")
-        run = load_run(path)
-        return Source(run.model, dict(mean=run.mean, pixel_scale=run.pixel_scale), path.name)
+        run = runs.load_run(path)
+        return Source(run.model, run.preprocessing, path.name)
     if path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..runs import write_atomic, write_json
 
 
 def cache_dir() -> Path:
@@ -23,23 +24,9 @@ def key(params: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _atomic(path: Path, write) -> None:
-    # Write next to the target then rename: a reader never sees a half-written file, and two
-    # processes writing the same key at once both leave a complete file behind.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_npy(path: Path, array: np.ndarray) -> None:
-    _atomic(Path(path), lambda f: np.save(f, array, allow_pickle=False))
+    write_atomic(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
 def save_json(path: Path, obj) -> None:
-    _atomic(Path(path), lambda f: f.write(json.dumps(obj, indent=1).encode()))
+    write_json(path, obj)

@@ -61,17 +61,25 @@ def _rgb(name, value, shape):
     return t
 
 
+def rescaled_size(height: int, width: int, S: int) -> tuple[int, int]:
+    """``(h, w)`` of an image rescaled isotropically so its smallest side is ``S`` (Sect. 3.1's
+    S in training, Sect. 3.2's Q in testing): a 256x341 image at 384 is 384x512."""
+    if height <= width:
+        return S, max(S, int(round(width * S / height)))
+    return max(S, int(round(height * S / width))), S
+
+
 def rescale(img: torch.Tensor, S: int, antialias: bool = True) -> torch.Tensor:
-    """Isotropic rescale so that the smallest side of ``img`` (…, H, W) becomes ``S``."""
+    """Isotropic rescale so that the smallest side of ``img`` (…, H, W) becomes ``S``: bilinear,
+    antialiased, unchanged if already that size.
+
+    One function for both pipelines: uint8 images here (torchvision's native uint8 kernel on the
+    CPU) and the normalised float batches of ``vgg_lib.evaluate`` (for float32/float64,
+    torchvision's resize is exactly ``torch.nn.functional.interpolate``).
+    """
     _positive_int("S", S)
     h, w = img.shape[-2:]
-    return F.resize(img, list(_rescaled_hw(h, w, S)), antialias=antialias)
-
-
-def _rescaled_hw(h, w, S):
-    if h <= w:
-        return S, max(S, int(round(w * S / h)))
-    return max(S, int(round(h * S / w))), S
+    return F.resize(img, list(rescaled_size(h, w, S)), antialias=antialias)
 
 
 def _check_image(img):
@@ -130,7 +138,7 @@ class TrainTransform:
     def sample(self, height: int, width: int, generator=None) -> dict:
         g = generator
         S = int(torch.randint(self.smin, self.smax + 1, (1,), generator=g))
-        h, w = _rescaled_hw(height, width, S)
+        h, w = rescaled_size(height, width, S)
         top = int(torch.randint(0, h - self.crop + 1, (1,), generator=g))
         left = int(torch.randint(0, w - self.crop + 1, (1,), generator=g))
         flip = bool(torch.rand((), generator=g) < 0.5) if self.flip else False
@@ -171,7 +179,7 @@ class TrainTransform:
         return self._crop(img, p, None), self.offset(p)
 
     def _fused(self, H, W, S) -> bool:
-        h, w = _rescaled_hw(H, W, S)
+        h, w = rescaled_size(H, W, S)
         return self.fused and min(self.crop * H / h, self.crop * W / w) >= FUSED_MIN_WINDOW
 
     def _crop(self, img, p, rescaled):
@@ -179,7 +187,7 @@ class TrainTransform:
         c = self.crop
         if self._fused(H, W, p["S"]):
             # the crop window in original pixels, resized straight to crop x crop
-            h, w = _rescaled_hw(H, W, p["S"])
+            h, w = rescaled_size(H, W, p["S"])
             sy, sx = H / h, W / w
             top, left = int(round(p["top"] * sy)), int(round(p["left"] * sx))
             ch, cw = max(1, int(round(c * sy))), max(1, int(round(c * sx)))
