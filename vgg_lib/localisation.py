@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert, box_iou
 
-from .data.transforms import TestTransform, TrainTransform, check_boxes, normalise, transform_box
+from .data.transforms import TestTransform, TrainTransform, check_boxes, normalise, rescale, transform_box
 from .models import VGG, init_weights
 
 HEAD = "fc8"  # the layer replaced by the box regressor
@@ -281,8 +281,6 @@ def dense_boxes(localiser: VGG, classifier: VGG, image: torch.Tensor, Q: int) ->
     ``input_size`` crop at ``(i, j) * 2**pools`` of the rescaled image: the net's own crop, in
     which its boxes are encoded.
     """
-    from .evaluate import rescale
-
     _check_nets([localiser], classifier)
     if localiser.input_size != classifier.input_size or localiser.pools != classifier.pools:
         raise ValueError("the localisation and classification nets must share input_size and pools "

@@ -235,13 +235,13 @@ class TrainTransform:
         c, steps = self.crop, [("image", (int(height), int(width)))]
         if self._fused(height, width, p["S"]):
             # the window _crop reads in original pixels, rounded as it rounds it
-            h, w = _rescaled_hw(height, width, p["S"])
+            h, w = rescaled_size(height, width, p["S"])
             sy, sx = height / h, width / w
             ch, cw = max(1, int(round(c * sy))), max(1, int(round(c * sx)))
             top, left = min(int(round(p["top"] * sy)), height - ch), min(int(round(p["left"] * sx)), width - cw)
             steps.append(("resized_crop", (top, left, ch, cw, c)))
         else:
-            steps += [("resize", _rescaled_hw(height, width, p["S"])), ("crop", (p["top"], p["left"], c, c))]
+            steps += [("resize", rescaled_size(height, width, p["S"])), ("crop", (p["top"], p["left"], c, c))]
         return steps + ([("flip",)] if p["flip"] else [])
 
     def __repr__(self):
@@ -287,7 +287,7 @@ class TestTransform:
 
     def geometry(self, height: int, width: int) -> list[tuple]:
         """The geometric steps of this test transform on a ``height`` x ``width`` image."""
-        steps = [("image", (int(height), int(width))), ("resize", _rescaled_hw(height, width, self.Q))]
+        steps = [("image", (int(height), int(width))), ("resize", rescaled_size(height, width, self.Q))]
         if self.crop is not None:
             h, w = steps[-1][1]
             # F.center_crop's anchor: round half the margin
