@@ -114,7 +114,7 @@ def select_boxes(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < classes):
         raise ValueError(f"labels must be in [0, {classes}) for {classes} per-class boxes, got "
                          f"{int(labels.min())}..{int(labels.max())}")
-    return outputs.view(len(outputs), classes, 4)[torch.arange(len(outputs), device=outputs.device), labels]
+    return outputs.reshape(len(outputs), classes, 4)[torch.arange(len(outputs), device=outputs.device), labels]
 
 
 def box_loss(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
