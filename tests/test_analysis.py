@@ -128,8 +128,9 @@ def test_effective_receptive_field_bad_layer_and_unit():
 def test_paper_tables():
     assert paper.table(3).shape[0] == 12
     assert paper.table(6).top5_val_error.min() == 6.8
-    with pytest.raises(ValueError, match=r"the paper has no table 8 here; available: \[1, 2"):
-        paper.table(8)
+    assert paper.table(8).top5_loc_error.tolist() == [36.4, 34.3, 33.1]
+    with pytest.raises(ValueError, match=r"the paper has no table 9 here; available: \[1, 2"):
+        paper.table(9)
 
 
 @pytest.mark.parametrize("name, size", [("A", 64), ("D", 96)])

@@ -7,10 +7,11 @@ Recognition" (ICLR 2015). One module per idea of the paper:
 ``configs``            Table 1: configurations A, A-LRN, B, C, D, E (+ B-5x5) as data
 ``models``             Sect. 2 and 3.2: the VGG module, fully-convolutional form, init
 ``analysis``           Table 2 and Sect. 2.3: parameters, multiply-adds, receptive fields
-``paper``              the paper's published numbers (Tables 1-7, 10-12)
+``paper``              the paper's published numbers (Tables 1-8, 10-12)
 ``data``               Sect. 3.1: datasets and the training/test transforms
 ``train``              Sect. 3.1 and 3.3: the training recipe, single device and DDP
 ``evaluate``           Sect. 3.2 and 4: single-scale, dense, multi-crop, fusion
+``localisation``       Appendix A: box regression nets (SCR/PCR), test protocols 1 and 2
 ``transfer``           Appendix B: very deep features + linear SVM
 ``jobs``               papermill job runner, grids and ``collect``
 ``widgets``            the receptive-field explorer

@@ -19,6 +19,7 @@ FILES = {
     5: "table5_eval_methods.csv",     # dense vs multi-crop (Sect. 4.3)
     6: "table6_fusion.csv",           # multiple ConvNet fusion (Sect. 4.4)
     7: "table7_state_of_the_art.csv", # comparison with the state of the art (Sect. 4.5)
+    8: "table8_localisation.csv",     # localisation variants, protocol 1, config D (Appendix A)
     10: "table10_localisation.csv",   # localisation (Appendix A)
     11: "table11_transfer.csv",       # VOC / Caltech image classification (Appendix B)
     12: "table12_action.csv",         # VOC-2012 action classification (Appendix B)
@@ -40,7 +41,7 @@ def _read(n: int) -> pd.DataFrame:
 
 
 def table(n: int) -> pd.DataFrame:
-    """Table ``n`` of the paper (1-7, 10-12) as a new DataFrame."""
+    """Table ``n`` of the paper (1-8, 10-12) as a new DataFrame."""
     if n not in FILES:
         raise ValueError(f"the paper has no table {n!r} here; available: {sorted(FILES)}")
     return _read(n).copy()

@@ -76,6 +76,19 @@ class ArrayDataset(VisionDataset):
 class Shapes(ArrayDataset):
     name = "shapes"
 
+    def boxes(self) -> np.ndarray:
+        """Appendix A's ground truth: each image's object box ``(x0, y0, x1, y1)`` in pixels of
+        the stored images, float64 ``(N, 4)``, from the scene parameters (``shapes.boxes``).
+        Scenes are drawn again from ``(seed, split)``, which costs milliseconds (no rendering)."""
+        if getattr(self, "_boxes", None) is None:
+            ident = self.identity
+            scenes = _shapes.sample_scenes(len(self), ident["seed"], ident["split"])
+            if not np.array_equal(scenes["shape"], self.labels):
+                raise ValueError("these shapes images were not drawn from their identity's (seed, split): "
+                                 "their boxes cannot be recomputed")
+            self._boxes = _shapes.boxes(scenes) * self.images.shape[-1]
+        return self._boxes
+
 
 class Digits(ArrayDataset):
     name = "digits"

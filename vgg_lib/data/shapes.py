@@ -219,3 +219,64 @@ def generate(size: int, image_size: int = 64, seed: int = 0, split: str = "train
         raise ValueError(f"size={size!r} must be a positive integer")
     scenes = sample_scenes(int(size), seed, split)
     return render(scenes, image_size), scenes["shape"].astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------
+# Ground-truth boxes (Appendix A: localisation)
+# ----------------------------------------------------------------------------------------
+
+OUTLINE_RAYS = 2048  # directions in which each shape's outermost point is found
+
+
+def _outline(shape: str, rays: int = OUTLINE_RAYS) -> np.ndarray:
+    """The outermost point of ``shape`` along ``rays`` directions from its centre: (rays, 2)
+    in the object's frame.
+
+    Found by sphere tracing the very distance function that draws the shape, inwards from
+    outside: every step moves by the distance to the surface, so the first point reached is the
+    outermost one along the ray (the SDFs are exact, or lower bounds for the unions and the
+    crescent's cut, which only makes steps shorter). The shape's bounding box in any rotation
+    is that of these points: the support of a set is reached on its outermost points, and the
+    centre is in every shape's convex hull. Angular sampling misses a vertex by at most
+    ``pi / rays`` of the radius (0.07 pixel for a 0.45-radius object at 256 pixels).
+    """
+    t = (np.arange(rays) + 0.5) * (2 * np.pi / rays)
+    d = np.stack([np.cos(t), np.sin(t)], axis=1)
+    rho = np.full(rays, 2.0)  # every shape lies within 1.3 of its centre
+    for _ in range(500):
+        step = _sdf(shape, rho * d[:, 0], rho * d[:, 1])
+        if (step < 1e-7).all():
+            break
+        rho = rho - np.maximum(step, 0.0)
+    return rho[:, None] * d
+
+
+_OUTLINES: dict[str, np.ndarray] = {}
+
+
+def boxes(scenes: dict) -> np.ndarray:
+    """Each object's bounding box ``(x0, y0, x1, y1)`` in units of the image side: (n, 4).
+
+    The tight box of the region the distance function puts inside the object (``sd <= 0``),
+    after the scene's rotation, scale and position, clipped to the image (objects may cross
+    the border; ImageNet's boxes are clipped the same way). Multiply by the rendering size for
+    pixels (pixel ``i`` spans ``[i, i + 1]``).
+    """
+    n = len(scenes["shape"])
+    out = np.empty((n, 4))
+    ca, sa = np.cos(scenes["angle"]), np.sin(scenes["angle"])
+    for s, name in enumerate(CLASSES):
+        m = np.flatnonzero(scenes["shape"] == s)
+        if not len(m):
+            continue
+        if name not in _OUTLINES:
+            _OUTLINES[name] = _outline(name)
+        u, v = _OUTLINES[name][:, 0], _OUTLINES[name][:, 1]
+        # the renderer maps image to object frame by u = (dx c + dy s)/r, v = (-dx s + dy c)/r;
+        # its inverse: dx = r (u c - v s), dy = r (u s + v c)
+        r = scenes["radius"][m, None]
+        dx = r * (u[None] * ca[m, None] - v[None] * sa[m, None])
+        dy = r * (u[None] * sa[m, None] + v[None] * ca[m, None])
+        cx, cy = scenes["centre"][m, 0, None], scenes["centre"][m, 1, None]
+        out[m] = np.stack([(cx + dx).min(1), (cy + dy).min(1), (cx + dx).max(1), (cy + dy).max(1)], 1)
+    return np.clip(out, 0.0, 1.0)

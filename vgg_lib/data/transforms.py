@@ -230,6 +230,20 @@ class TrainTransform:
         _check_image(img)
         return self.apply_split(img, self.sample(img.shape[-2], img.shape[-1], generator))
 
+    def geometry(self, height: int, width: int, p: dict) -> list[tuple]:
+        """The geometric steps ``apply(img, p)`` takes on a ``height`` x ``width`` image."""
+        c, steps = self.crop, [("image", (int(height), int(width)))]
+        if self._fused(height, width, p["S"]):
+            # the window _crop reads in original pixels, rounded as it rounds it
+            h, w = rescaled_size(height, width, p["S"])
+            sy, sx = height / h, width / w
+            ch, cw = max(1, int(round(c * sy))), max(1, int(round(c * sx)))
+            top, left = min(int(round(p["top"] * sy)), height - ch), min(int(round(p["left"] * sx)), width - cw)
+            steps.append(("resized_crop", (top, left, ch, cw, c)))
+        else:
+            steps += [("resize", rescaled_size(height, width, p["S"])), ("crop", (p["top"], p["left"], c, c))]
+        return steps + ([("flip",)] if p["flip"] else [])
+
     def __repr__(self):
         S = self.smin if self.smin == self.smax else (self.smin, self.smax)
         return (f"TrainTransform(S={S}, crop={self.crop}, flip={self.flip}, "
@@ -270,6 +284,16 @@ class TestTransform:
         if self.crop is not None:
             x = F.center_crop(x, [self.crop, self.crop])
         return x.contiguous(), self.mean.to(torch.float32)
+
+    def geometry(self, height: int, width: int) -> list[tuple]:
+        """The geometric steps of this test transform on a ``height`` x ``width`` image."""
+        steps = [("image", (int(height), int(width))), ("resize", rescaled_size(height, width, self.Q))]
+        if self.crop is not None:
+            h, w = steps[-1][1]
+            # F.center_crop's anchor: round half the margin
+            steps.append(("crop", (int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0)),
+                                   self.crop, self.crop)))
+        return steps
 
     def __repr__(self):
         return f"TestTransform(Q={self.Q}, crop={self.crop}, pixel_scale={self.pixel_scale})"
@@ -320,3 +344,59 @@ def collate(batch):
         raise ValueError(f"cannot batch images of different sizes {sorted(sizes)[:3]}...: use a "
                          f"crop in test_transform, or batch_size=1 for full-image (dense) testing")
     return torch.stack(images), torch.as_tensor(labels, dtype=torch.long)
+
+
+# --- Appendix A: the geometry of a transform, for ground-truth boxes -------------------------
+# A transform's geometric part is a list of steps replayed on boxes by torchvision's own box
+# kernels (the same resize/crop/flip calls as on the pixels, so the same rounding of sizes and
+# offsets): ``[("resize", (h, w)), ("crop", (top, left, h, w)), ("flip",)]`` or, for the fused
+# path, ``("resized_crop", (top, left, h, w, crop))``. The first entry is ``("image", (H, W))``,
+# the size of the image the boxes are given in.
+
+
+def transform_box(boxes, geometry: list[tuple]) -> torch.Tensor:
+    """Map boxes ``(x0, y0, x1, y1)`` (pixels of the original image; pixel ``i`` spans
+    ``[i, i + 1]``) through a transform's ``geometry(...)``: float64 ``(n, 4)`` (or ``(4,)``)
+    in the output's pixels, clipped to it (a crop that cuts a box keeps the part inside).
+
+    ``ValueError`` if a box is not inside the original image or has ``x1 < x0`` or ``y1 < y0``.
+    """
+    from torchvision import tv_tensors
+
+    if not geometry or geometry[0][0] != "image":
+        raise ValueError("geometry must come from a transform's geometry(...): a list starting "
+                         "with ('image', (height, width))")
+    H, W = geometry[0][1]
+    b = torch.as_tensor(boxes, dtype=torch.float64)
+    single = b.dim() == 1
+    if b.dim() not in (1, 2) or b.shape[-1] != 4:
+        raise ValueError(f"boxes must have shape (4,) or (n, 4) as (x0, y0, x1, y1), got {tuple(b.shape)}")
+    b = b.reshape(-1, 4)
+    check_boxes(b, H, W)
+    x = tv_tensors.BoundingBoxes(b, format="XYXY", canvas_size=(H, W))
+    for step in geometry[1:]:
+        if step[0] == "resize":
+            x = F.resize(x, list(step[1]))
+        elif step[0] == "crop":
+            x = F.crop(x, *step[1])
+        elif step[0] == "resized_crop":
+            top, left, h, w, c = step[1]
+            x = F.resized_crop(x, top, left, h, w, [c, c])
+        elif step[0] == "flip":
+            x = F.horizontal_flip(x)
+        else:
+            raise ValueError(f"unknown geometry step {step[0]!r}; allowed: resize, crop, resized_crop, flip")
+    out = x.as_subclass(torch.Tensor).clone()
+    return out[0] if single else out
+
+
+def check_boxes(boxes: torch.Tensor, height: int, width: int) -> None:
+    """``ValueError`` unless every ``(x0, y0, x1, y1)`` row lies in a ``height`` x ``width``
+    image with ``x0 <= x1`` and ``y0 <= y1``."""
+    b = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
+    bad = ~torch.isfinite(b).all(1) | (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > width) | \
+        (b[:, 3] > height) | (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"box {[round(float(v), 3) for v in b[i]]} is not inside the {height}x{width} "
+                         f"image; allowed: 0 <= x0 <= x1 <= {width}, 0 <= y0 <= y1 <= {height}")
