@@ -263,6 +263,28 @@ def test_training_batches_feed_the_loss(tmp_path, classifier):
     assert 0 <= loc.box_errors(net(x), target) <= 6
 
 
+def test_fine_tune_localiser_trains_through_the_shared_loop(tmp_path, classifier):
+    """The localiser trains with train.fit: a loss that falls on a fixed batch, localisation
+    errors in percent per epoch, and "fc" leaves the convolutions as they were (Table 8)."""
+    from vgg_lib.data import build_dataset
+
+    ds = build_dataset("shapes", "train", root=tmp_path, size=16, image_size=48)
+    data = loc.LocalisationData(ds, test_transform(48, MEAN, crop=32, pixel_scale=1 / 64))  # an untrained net: small inputs
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
+    x, target = next(iter(loader))
+    for layers in ("fc", "all"):
+        torch.manual_seed(0)
+        net = loc.localisation_net(classifier, per_class=False)
+        conv = net.features.conv1_1.weight.detach().clone()
+        before = float(loc.box_loss(net.eval()(x), target))
+        history = loc.fine_tune_localiser(net, loader, loader, layers=layers, epochs=3, lr=1e-3)
+        assert [r["epoch"] for r in history] == [1, 2, 3]
+        assert all(0 <= r["val_top1_err"] <= 100 for r in history)
+        assert float(loc.box_loss(net.eval()(x), target)) < before
+        assert torch.equal(net.features.conv1_1.weight, conv) == (layers == "fc")
+    assert int(loc.box_correct(net(x), target)) == len(x) - loc.box_errors(net(x), target)
+
+
 # ------------------------------------------------------------------------------ protocol 2
 
 def test_merging_two_overlapping_boxes_gives_their_average():

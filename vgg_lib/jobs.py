@@ -92,7 +92,10 @@ def job_dir(notebook, params: dict, root=None) -> Path:
         from .train import TrainConfig
 
         args = {**defaults, **params, "run_dir": None, "root": str(runs_root(root))}
-        return TrainConfig(**args).resolved_run_dir()
+        try:
+            return TrainConfig(**args).resolved_run_dir()
+        except ConfigError as e:  # a bad parameter stops the job before anything is written
+            raise JobError(f"{notebook.name} failed: ConfigError: {e}") from None
     full = {k: v for k, v in {**defaults, **params}.items() if k not in RUNTIME_FIELDS}
     words = [notebook.stem] + [full.get(k) for k in NAME_WORDS if k in full]
     words = [f"s{w}" if k == "seed" else w for k, w in zip(("nb",) + NAME_WORDS, words)]

@@ -117,12 +117,18 @@ def select_boxes(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return outputs.reshape(len(outputs), classes, 4)[torch.arange(len(outputs), device=outputs.device), labels]
 
 
-def box_loss(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def box_loss(outputs: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Appendix A.1's Euclidean loss: the squared distance between the predicted box of the
-    ground-truth class and the ground truth (encoded), averaged over the batch.
-    ``target``: ``(N, 5)``, the encoded box then the label."""
+    ground-truth class and the ground truth (encoded), averaged (or summed: ``reduction="sum"``,
+    what ``train.fit`` takes) over the batch. ``target``: ``(N, 5)``, the encoded box then the label."""
     diff = select_boxes(outputs, target[:, 4]) - target[:, :4].to(outputs.dtype)
-    return diff.pow(2).sum(1).mean()
+    per_box = diff.pow(2).sum(1)
+    return per_box.sum() if reduction == "sum" else per_box.mean()
+
+
+def box_loss_sum(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``box_loss`` summed over the batch: the ``loss_fn`` of ``train.fit``."""
+    return box_loss(outputs, target, reduction="sum")
 
 
 def matched_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -137,6 +143,13 @@ def box_errors(outputs: torch.Tensor, target: torch.Tensor) -> int:
     scale, so the encoded boxes are compared directly."""
     pred = decode_boxes(select_boxes(outputs.detach().float(), target[:, 4]), 1)
     return int((matched_iou(pred, decode_boxes(target[:, :4].float(), 1)) <= IOU_THRESHOLD).sum())
+
+
+def box_correct(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``[boxes with IoU > 0.5]`` of a batch, on the device: the ``correct_fn`` of ``train.fit``,
+    whose ``*_top1_err`` columns are then localisation errors in percent."""
+    pred = decode_boxes(select_boxes(outputs.detach().float(), target[:, 4]), 1)
+    return (matched_iou(pred, decode_boxes(target[:, :4].float(), 1)) > IOU_THRESHOLD).sum().reshape(1)
 
 
 class LocalisationData(torch.utils.data.Dataset):
@@ -212,16 +225,17 @@ def protocol1(net: nn.Module, batches) -> float:
 def fine_tune_localiser(net: VGG, train_loader, val_loader=None, *, layers: str = "all", epochs: int,
                         lr: float = PAPER_LR, **fit_kwargs) -> list[dict]:
     """Fine-tune a ``localisation_net`` with the project's training loop (``train.fit``): the
-    Euclidean ``box_loss``, ``box_errors`` as the error count, and only the layers chosen
-    (``"all"`` or ``"fc"``, Table 8); the paper's lr is 1e-3. Loaders yield ``(x, target)``
-    as ``LocalisationData`` makes them. Returns ``fit``'s per-epoch history."""
+    Euclidean ``box_loss``, IoU > 0.5 as a correct box, and only the layers chosen (``"all"``
+    or ``"fc"``, Table 8); the paper's lr is 1e-3. Loaders yield ``(x, target)`` as
+    ``LocalisationData`` makes them. Returns ``fit``'s per-epoch history (``val_top1_err``: the
+    localisation error in percent, protocol 1)."""
     if not hasattr(net, "per_class"):
         raise ValueError("net must come from localisation_net(...): a VGG with a box head")
     parameters = fine_tune_parameters(net, layers)
     from .train import fit  # the shared loop; imported here so this module loads without it
 
-    return fit(net, train_loader, val_loader, epochs=epochs, lr=lr, loss_fn=box_loss,
-               error_fn=box_errors, parameters=parameters, **fit_kwargs)
+    return fit(net, train_loader, val_loader, epochs=epochs, lr=lr, loss_fn=box_loss_sum,
+               correct_fn=box_correct, parameters=parameters, **fit_kwargs).history
 
 
 # --- protocol 2: dense boxes, greedy merging -----------------------------------------------------
