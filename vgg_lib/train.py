@@ -122,25 +122,6 @@ class TrainConfig:
     root: str | None = _f(None, "parent of the run folder when run_dir is None ($VGG_LIB_RUNS or ./runs)")
 
     def __post_init__(self):
-        def bad(name, allowed):
-            raise ConfigError(f"{name}={getattr(self, name)!r} is not allowed: {allowed}")
-
-        def integer(name, low, none_ok=False):
-            v = numeric(getattr(self, name))
-            if v is None and none_ok:
-                return
-            if isinstance(v, float) and v.is_integer():
-                v = int(v)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                bad(name, f"an integer >= {low}" + (" or None" if none_ok else ""))
-            setattr(self, name, v)
-
-        def number(name, ok, allowed):
-            v = numeric(getattr(self, name))
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(float(v)):
-                bad(name, allowed)
-            setattr(self, name, float(v))
-
         for f in dataclasses.fields(self):  # "false" from papermill must not switch a flag on
             if f.type == "bool":
                 setattr(self, f.name, boolean(f.name, getattr(self, f.name)))
@@ -150,54 +131,79 @@ class TrainConfig:
             raise ConfigError(f"config: {e}") from None
         from .data import DATASETS
         if self.dataset not in DATASETS:
-            bad("dataset", f"one of {', '.join(DATASETS)}")
-        for name in ("epochs", "batch_size", "crop"):
-            integer(name, 32 if name == "crop" else 1)
-        for name in ("micro_batch", "train_size", "val_size", "max_steps"):
-            integer(name, 1, none_ok=True)
-        integer("image_size", 8, none_ok=True)
-        for name in ("patience", "max_decreases", "seed"):
-            integer(name, 0)
-        integer("workers", 0, none_ok=True)
-        integer("pools", 0)
-        if self.pools > 5:
-            bad("pools", "an integer in [0, 5] (the paper: 5)")
-        number("lr", lambda v: v > 0 and math.isfinite(v), "a number > 0 (the paper: 1e-2)")
-        number("momentum", lambda v: 0 <= v < 1, "a number in [0, 1) (the paper: 0.9)")
-        number("weight_decay", lambda v: v >= 0, "a number >= 0 (the paper: 5e-4)")
-        number("dropout", lambda v: 0 <= v < 1, "a number in [0, 1) (the paper: 0.5)")
-        number("lr_factor", lambda v: 0 < v < 1, "a number in (0, 1) (the paper: 0.1)")
-        number("colour_std", lambda v: v >= 0, "a number >= 0")
-        number("pixel_scale", lambda v: v > 0, "a number > 0")
-        number("width", lambda v: v > 0, "a number > 0 (1 for the paper, 0.125 for a CPU)")
-        number("init_std", lambda v: v > 0, "a number > 0")
-        if self.micro_batch is not None and self.micro_batch > self.batch_size:
-            bad("micro_batch", f"an integer in [1, batch_size={self.batch_size}] or None")
-        if self.train_size is not None and self.train_size < self.batch_size:
-            bad("train_size", f"an integer >= batch_size={self.batch_size} (every step takes one full "
-                              "batch) or None")
+            self._bad("dataset", f"one of {', '.join(DATASETS)}")
+        self._check_numbers()
         if self.run_dir is not None:
             path = Path(self.run_dir).expanduser()
             if path.exists() and not path.is_dir():
-                bad("run_dir", "a folder (new, or holding a run of these parameters); that path is a file")
+                self._bad("run_dir", "a folder (new, or holding a run of these parameters); that path is a file")
         self.S = self._check_scale()
-        if self.init not in INIT_CHOICES:
-            bad("init", f"one of {', '.join(INIT_CHOICES)}")
-        if self.device not in DEVICE_CHOICES:
-            bad("device", f"one of {', '.join(DEVICE_CHOICES)}")
+        for name, choices in (("init", INIT_CHOICES), ("device", DEVICE_CHOICES)):
+            if getattr(self, name) not in choices:
+                self._bad(name, f"one of {', '.join(choices)}")
         if self.device == "cuda" and not torch.cuda.is_available():
-            bad("device", "cpu or auto: no CUDA GPU is available on this machine")
+            self._bad("device", "cpu or auto: no CUDA GPU is available on this machine")
         if self.amp is not None and self.amp not in AMP_CHOICES:
-            bad("amp", f"one of {', '.join(AMP_CHOICES)} or None (bf16 on cuda, off on cpu)")
+            self._bad("amp", f"one of {', '.join(AMP_CHOICES)} or None (bf16 on cuda, off on cpu)")
         self._check_data_root()
         if self.init == "from_run":
             if self.init_source is None:
-                bad("init_source", "the run folder of a trained net A when init='from_run'")
+                self._bad("init_source", "the run folder of a trained net A when init='from_run'")
             self._check_source("init_source", same_config=False)
         elif self.init_source is not None:
-            bad("init_source", "None unless init='from_run'")
+            self._bad("init_source", "None unless init='from_run'")
         if self.init_run is not None:
             self._check_source("init_run", same_config=True)
+
+    def _bad(self, name, allowed):
+        raise ConfigError(f"{name}={getattr(self, name)!r} is not allowed: {allowed}")
+
+    def _integer(self, name, low, none_ok=False):
+        v = numeric(getattr(self, name))
+        if v is None and none_ok:
+            return
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            self._bad(name, f"an integer >= {low}" + (" or None" if none_ok else ""))
+        setattr(self, name, v)
+
+    def _number(self, name, ok, allowed):
+        v = numeric(getattr(self, name))
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(float(v)):
+            self._bad(name, allowed)
+        setattr(self, name, float(v))
+
+    def _check_numbers(self):
+        """Every numeric field with its type and range; strings like "8" or "1e-3" (papermill,
+        YAML) become numbers."""
+        for name in ("epochs", "batch_size", "crop"):
+            self._integer(name, 32 if name == "crop" else 1)
+        for name in ("micro_batch", "train_size", "val_size", "max_steps"):
+            self._integer(name, 1, none_ok=True)
+        self._integer("image_size", 8, none_ok=True)
+        for name in ("patience", "max_decreases", "seed"):
+            self._integer(name, 0)
+        self._integer("workers", 0, none_ok=True)
+        self._integer("pools", 0)
+        if self.pools > 5:
+            self._bad("pools", "an integer in [0, 5] (the paper: 5)")
+        for name, ok, allowed in (
+                ("lr", lambda v: v > 0, "a number > 0 (the paper: 1e-2)"),
+                ("momentum", lambda v: 0 <= v < 1, "a number in [0, 1) (the paper: 0.9)"),
+                ("weight_decay", lambda v: v >= 0, "a number >= 0 (the paper: 5e-4)"),
+                ("dropout", lambda v: 0 <= v < 1, "a number in [0, 1) (the paper: 0.5)"),
+                ("lr_factor", lambda v: 0 < v < 1, "a number in (0, 1) (the paper: 0.1)"),
+                ("colour_std", lambda v: v >= 0, "a number >= 0"),
+                ("pixel_scale", lambda v: v > 0, "a number > 0"),
+                ("width", lambda v: v > 0, "a number > 0 (1 for the paper, 0.125 for a CPU)"),
+                ("init_std", lambda v: v > 0, "a number > 0")):
+            self._number(name, ok, allowed)
+        if self.micro_batch is not None and self.micro_batch > self.batch_size:
+            self._bad("micro_batch", f"an integer in [1, batch_size={self.batch_size}] or None")
+        if self.train_size is not None and self.train_size < self.batch_size:
+            self._bad("train_size", f"an integer >= batch_size={self.batch_size} (every step takes one full "
+                                    "batch) or None")
 
     def _check_scale(self):
         from .data import scaled_size
