@@ -1,5 +1,7 @@
 """Appendix A (localisation): ground-truth boxes, the box head, its loss and the two test protocols."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -406,3 +408,72 @@ def test_bad_annotation_files(tmp_path, text, message):
 def test_missing_annotation_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="annotation file .*nope.xml' does not exist"):
         read_annotation(tmp_path / "nope.xml")
+
+
+# ------------------------------------------------------------------------------ the papermill job
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    from vgg_lib.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("loc_runs")
+    return train(TrainConfig(config="A", dataset="shapes", width=1 / 16, pools=3, epochs=1, batch_size=32,
+                             train_size=64, val_size=32, image_size=40, device="cpu", progress=False,
+                             root=str(root)))
+
+
+def _job_env(monkeypatch, tmp_path):
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    for var, sub in [("JUPYTER_CONFIG_DIR", "jupyter/config"), ("JUPYTER_DATA_DIR", "jupyter/data"),
+                     ("JUPYTER_RUNTIME_DIR", "jupyter/runtime"), ("IPYTHONDIR", "ipython"),
+                     ("MPLCONFIGDIR", "matplotlib")]:
+        monkeypatch.setenv(var, os.environ.get(var, str(repo / ".state" / sub)))
+    monkeypatch.setenv("VGG_LIB_RUNS", str(tmp_path))
+    return repo / "book" / "jobs" / "localise.ipynb"
+
+
+@pytest.mark.slow
+def test_localise_job_writes_a_run_folder_with_both_protocols_and_is_reused(shapes_run, tmp_path, monkeypatch):
+    import json
+
+    from vgg_lib import jobs, runs
+
+    notebook = _job_env(monkeypatch, tmp_path)
+    params = dict(source=str(shapes_run), per_class=True, layers="fc", epochs=2, batch_size=16, train_size=64,
+                  val_size=32, protocol2_size=4)
+    folder = jobs.run(notebook, params, root=tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt", "localise.ipynb", "metrics.csv",
+                                                        "params.json", "results_localisation.json", "summary.json"]
+    summary = runs.read_summary(folder)
+    assert summary["status"] == "finished" and summary["epochs_done"] == 2 and summary["protocol2_images"] == 4
+    for key in ("protocol1_error", "top1_loc_error", "top5_loc_error"):
+        assert 0 <= summary[key] <= 100, key
+    assert summary["top5_loc_error"] <= summary["top1_loc_error"]
+    assert json.loads((folder / "params.json").read_text())["kind"] == "localise"
+    before = (folder / "summary.json").stat().st_mtime_ns
+    assert jobs.run(notebook, params, root=tmp_path) == folder  # finished: reused, not run again
+    assert (folder / "summary.json").stat().st_mtime_ns == before
+    row = runs.collect(tmp_path).set_index("run").loc[folder.name]
+    assert row["results_localisation.protocol1_error"] == summary["protocol1_error"]
+
+
+@pytest.mark.slow
+def test_localise_job_refuses_bad_input_in_one_line_before_work(shapes_run, tmp_path, monkeypatch):
+    from vgg_lib import jobs
+    from vgg_lib.train import TrainConfig, train
+
+    notebook = _job_env(monkeypatch, tmp_path)
+    digits = train(TrainConfig(config="A", dataset="digits", width=1 / 16, pools=3, epochs=1, batch_size=32,
+                               train_size=64, val_size=32, device="cpu", progress=False, root=str(tmp_path / "d")))
+    cases = [({"source": str(digits)}, "a classification run on shapes (the data with ground-truth boxes); "
+                                       "this one was trained on 'digits'"),
+             ({"source": str(shapes_run), "layers": "conv"}, "layers='conv' is not allowed: all or fc"),
+             ({"source": str(shapes_run), "epochs": 0}, "epochs=0 is not allowed: an integer >= 1"),
+             ({"source": str(tmp_path / "nothing")}, "has no finished checkpoint")]
+    for params, message in cases:
+        with pytest.raises(jobs.JobError, match=re.escape(message)):
+            jobs.run(notebook, params, root=tmp_path / "jobs")
+    assert not list((tmp_path / "jobs").glob("localise-*"))  # nothing written for a refused job
