@@ -238,3 +238,17 @@ def test_the_depth_set_has_a_small_seed_spread():
     spread = X.summarise(X.table("DEPTH"))["std"]
     assert (spread[["A (11)", "B (13)", "D (16)"]] <= 1.0).all(), spread
     assert spread["E (19)"] <= 1.5, spread
+
+
+def test_grid_wall_time_is_the_union_of_the_records_even_across_sittings(tmp_path):
+    import json
+
+    def record(folder, end, seconds):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "provenance.json").write_text(json.dumps({"date": end, "wall_seconds": seconds}))
+
+    record("a-s0", "2026-01-01T01:00:00+00:00", 3600)  # 00:00-01:00
+    record("b-s0", "2026-01-01T01:30:00+00:00", 3600)  # 00:30-01:30, overlaps a
+    record("c-s0", "2026-01-09T00:30:00+00:00", 1800)  # another sitting, eight days later
+    wall = X.grid_wall_time(tmp_path)
+    assert wall["records"] == 3 and wall["wall_hours"] == 2.0 and wall["cpu_hours"] == 2.5
