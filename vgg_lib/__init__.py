@@ -9,11 +9,15 @@ Recognition" (ICLR 2015). One module per idea of the paper:
 ``analysis``           Table 2 and Sect. 2.3: parameters, multiply-adds, receptive fields
 ``paper``              the paper's published numbers (Tables 1-8, 10-12)
 ``data``               Sect. 3.1: datasets and the training/test transforms
-``train``              Sect. 3.1 and 3.3: the training recipe, single device and DDP
+``train``              Sect. 3.1 and 3.3: the recipe, ``fit`` (the one SGD loop), single device and DDP
+``runs``               run folders: naming, status, atomic writes, ``load_run``, ``collect``, units
 ``evaluate``           Sect. 3.2 and 4: single-scale, dense, multi-crop, fusion
 ``localisation``       Appendix A: box regression nets (SCR/PCR), test protocols 1 and 2
 ``transfer``           Appendix B: very deep features + linear SVM
-``jobs``               papermill job runner, grids and ``collect``
+``experiments``        Tables 3-6 and App. B in miniature: the reference grid, its results, verdicts
+``jobs``               papermill job runner and grids
+``checks``             parameter checks shared by TrainConfig, the jobs and the command lines
+``released``           the published ImageNet weights (optional download) evaluated as the paper did
 ``widgets``            the receptive-field explorer
 =====================  ==========================================================
 """
