@@ -278,13 +278,16 @@ def test_fine_tune_localiser_trains_through_the_shared_loop(tmp_path, classifier
         torch.manual_seed(0)
         net = loc.localisation_net(classifier, per_class=False)
         conv = net.features.conv1_1.weight.detach().clone()
-        before = float(loc.box_loss(net.eval()(x), target))
+        with torch.no_grad():
+            before = float(loc.box_loss(net.eval()(x), target))
         history = loc.fine_tune_localiser(net, loader, loader, layers=layers, epochs=3, lr=1e-3)
         assert [r["epoch"] for r in history] == [1, 2, 3]
         assert all(0 <= r["val_top1_err"] <= 100 for r in history)
-        assert float(loc.box_loss(net.eval()(x), target)) < before
+        with torch.no_grad():
+            assert float(loc.box_loss(net.eval()(x), target)) < before
         assert torch.equal(net.features.conv1_1.weight, conv) == (layers == "fc")
-    assert int(loc.box_correct(net(x), target)) == len(x) - loc.box_errors(net(x), target)
+    with torch.no_grad():
+        assert int(loc.box_correct(net(x), target)) == len(x) - loc.box_errors(net(x), target)
 
 
 # ------------------------------------------------------------------------------ protocol 2
