@@ -82,3 +82,20 @@ def unknown_parameters(namespace: dict, before, notebook: str) -> None:
         verb = "is not a parameter" if len(unknown) == 1 else "are not parameters"
         raise ConfigError(f"{', '.join(unknown)} {verb} of {notebook}; allowed: "
                           f"{', '.join(namespace.get('__annotations__', {}))}")
+
+
+def fail(name: str, value, allowed: str):
+    """Raise the one-line ``ConfigError`` of a bad parameter: its value and what is allowed."""
+    raise ConfigError(f"{name}={value!r} is not allowed: {allowed}")
+
+
+def load_source(value, load, allowed: str):
+    """``load(value)`` for a job's required ``source`` parameter (a run folder or a weights
+    file): an empty value, or the ``ValueError`` of ``load`` (no such path, an unfinished run, a
+    damaged file), becomes one ``ConfigError`` line before any work starts."""
+    if not value:
+        fail("source", value, allowed)
+    try:
+        return load(value)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
