@@ -59,8 +59,8 @@ lab: $(STAMP)
 jobs: $(STAMP)
 	$(PY) -m vgg_lib.jobs grid book/jobs/example_grid.yaml
 
-# The reference grid behind the Training, Testing, Fusion and Reproduction chapters: about
-# 1.5-2 h on 2 cores; resumable (finished runs are reused); writes results/ (committed).
+# The reference grid behind the Training, Testing, Fusion and Reproduction chapters (the
+# Reproduction chapter prints its measured wall time on 2 cores); resumable (finished runs are reused); writes results/ (committed).
 reproduce: $(STAMP) data
 	$(PY) -m vgg_lib.experiments reproduce --jobs 2
 

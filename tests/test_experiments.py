@@ -232,12 +232,13 @@ def test_every_reference_run_is_finished_with_its_provenance_and_evaluations():
 
 @committed
 def test_the_depth_set_has_a_small_seed_spread():
-    # The experiments issue asks for at most 1.0 point; A, B and D meet it, E (the slowest learner,
-    # stopped at the 12-epoch cap with lr still high in some seeds) has 1.5. Both are checked so a
-    # new grid that is noisier fails here; the Training chapter prints the spreads.
-    spread = X.summarise(X.table("DEPTH"))["std"]
-    assert (spread[["A (11)", "B (13)", "D (16)"]] <= 1.0).all(), spread
-    assert spread["E (19)"] <= 1.5, spread
+    # The experiments issue asks for at most 1.0 point of seed standard deviation for every net of
+    # the depth set, trained to the end of its schedule (at the 12-epoch budget E had 1.5).
+    table = X.table("DEPTH")
+    spread = X.summarise(table)["std"]
+    assert len(spread) == 4 and (spread <= 1.0).all(), spread
+    assert (table.groupby("label").seed.nunique() >= 3).all()
+    assert (table.epochs > 12).all()  # trained beyond the short budget: the schedule or the 30-epoch cap
 
 
 def test_grid_wall_time_is_the_union_of_the_records_even_across_sittings(tmp_path):
