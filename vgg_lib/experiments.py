@@ -107,13 +107,13 @@ TABLE3 = ("A", "A-LRN", "B", "B-5x5", "C", "D", "E")
 MULTI_CROP_IMAGES = 5_000
 EVALS: dict[str, list[tuple]] = {
     **{name: [("dense", "paper", None), ("dense", "train", None)]
-       for name in TABLE3 + ("D-12ep", "D-S384", "D-S256-longer")},
+       for name in TABLE3 + ("D-12ep", "D-S384", "D-S256-longer", "A-full", "B-full", "D-full", "E-full")},
     "D-S256-512": [("dense", "paper", None), ("dense", "train", None),
                    ("dense", "paper", MULTI_CROP_IMAGES), ("multi_crop", "paper", MULTI_CROP_IMAGES)],
 }
 # Appendix B in miniature: fc7 descriptors of the Fashion-MNIST nets (and of an untrained D with
 # the same architecture) on `shapes`, a data set none of them saw, scored by a linear SVM.
-TRANSFER_SOURCES = ("A", "D", "E", "random D")
+TRANSFER_SOURCES = ("A-full", "D-full", "E-full", "random D")  # the depth nets trained to the end
 TRANSFER_TARGET = dict(dataset="shapes", train=2_000, test=2_000, image_size=64)
 
 # Scheduling order: what the chapters need most comes first.
@@ -679,7 +679,7 @@ def beside_paper(set_name: str, paper_top1: dict, results=None):
 
 # The nets evaluated densely, by the label the chapters show. D-12ep is left out while the
 # recipe's cap is 12 epochs: it is then the same net as D.
-EVALUATED = {"A": "A", "A-LRN": "A-LRN", "B": "B", "B-5x5": "B-5x5", "C": "C", "D": "D", "E": "E",
+EVALUATED = {"A": "A-full", "A-LRN": "A-LRN", "B": "B-full", "B-5x5": "B-5x5", "C": "C", "D": "D-full", "E": "E-full",
              "D, S=256 trained on": "D-S256-longer", "D, S=384": "D-S384", "D, S=[256,512]": "D-S256-512"}
 # The paper's (config, training scale) of each label, where Tables 3-4 have it.
 PAPER_OF = {"A": ("A", "256"), "A-LRN": ("A-LRN", "256"), "B": ("B", "256"), "C": ("C", "256"),
@@ -749,9 +749,10 @@ def table5(name: str = "D-S256-512", results=None):
     return pd.DataFrame(rows).pivot(index="seed", columns="method", values="top1_err")[list(TABLE5_METHODS)]
 
 
-FUSION_MEMBERS = ("A", "A-LRN", "B", "B-5x5", "C", "D", "E", "D-S384", "D-S256-512")
-ENSEMBLES = {"D (jittered) + E": ("D-S256-512", "E"), "D + E": ("D", "E"),
-             "C, D, E, D-S384, D jittered, B, A": ("C", "D", "E", "D-S384", "D-S256-512", "B", "A"),
+# A, B, D and E are the depth nets trained to the end of the schedule (the "-full" runs).
+FUSION_MEMBERS = ("A-full", "A-LRN", "B-full", "B-5x5", "C", "D-full", "E-full", "D-S384", "D-S256-512")
+ENSEMBLES = {"D (jittered) + E": ("D-S256-512", "E-full"), "D + E": ("D-full", "E-full"),
+             "C, D, E, D-S384, D jittered, B, A": ("C", "D-full", "E-full", "D-S384", "D-S256-512", "B-full", "A-full"),
              "all nine nets": FUSION_MEMBERS}
 
 
