@@ -58,7 +58,7 @@ RECIPE = dict(dataset="fashion_mnist", width=0.125, pools=3, crop=CROP, S=S_256,
 # net starts).
 PLAIN = dict(RECIPE, batch_norm=False, lr=0.01, train_size=5_000, val_size=5_000, epochs=4)
 
-# The depth set trained to the end of the paper's schedule (Sect. 3.1: the rate divided by 10
+# The depth set (and A-LRN and C, for the LRN and 1x1 comparisons) trained to the end of the paper's schedule (Sect. 3.1: the rate divided by 10
 # when the validation error stops improving, three times, then a stop). At the 12-epoch cap of
 # RECIPE the depth nets were still improving by about 0.3 points per epoch and one noisy pair of
 # epochs could trigger a division at epoch 5 (E, seed 1), so here a division waits for three
@@ -68,7 +68,7 @@ FULL = dict(RECIPE, patience=2, epochs=30)
 # Every distinct training, by name. "init_run"/"init_source" name another run (same seed).
 RUNS: dict[str, dict] = {
     **{c: dict(config=c) for c in ("A", "A-LRN", "B", "B-5x5", "C", "D", "E")},
-    **{f"{c}-full": dict(FULL, config=c) for c in ("A", "B", "D", "E")},
+    **{f"{c}-full": dict(FULL, config=c) for c in ("A", "B", "D", "E", "A-LRN", "C")},
     # The scale set starts from D pinned at 12 epochs, whatever the recipe's cap: Fashion-MNIST
     # objects fill the frame, so it cannot show the scale effect (the Training chapter says why)
     # and is not worth re-training when the cap of the depth set is raised. At the current cap
@@ -94,9 +94,9 @@ SETS: dict[str, dict[str, str]] = {
     "DEPTH": {"A (11)": "A-full", "B (13)": "B-full", "D (16)": "D-full", "E (19)": "E-full"},
     # the same nets at the 12-epoch budget of the other comparisons
     "DEPTH_12": {"A (11)": "A", "B (13)": "B", "D (16)": "D", "E (19)": "E"},
-    "LRN": {"A": "A", "A-LRN": "A-LRN"},
+    "LRN": {"A": "A-full", "A-LRN": "A-LRN-full"},
     "FILTERS": {"B: 3x3 pairs": "B", "B-5x5": "B-5x5"},
-    "ONE_BY_ONE": {"C: 1x1": "C", "D: 3x3": "D"},
+    "ONE_BY_ONE": {"C: 1x1": "C-full", "D: 3x3": "D-full"},
     "SCALE": {"S=256": "D-12ep", "S=256, trained on": "D-S256-longer", "S=384": "D-S384",
               "S=[256,512]": "D-S256-512"},
     "INIT": {"A, N(0, 0.01^2)": "A-plain", "A, Glorot": "A-plain-glorot",
@@ -111,7 +111,7 @@ TABLE3 = ("A", "A-LRN", "B", "B-5x5", "C", "D", "E")
 MULTI_CROP_IMAGES = 5_000
 EVALS: dict[str, list[tuple]] = {
     **{name: [("dense", "paper", None), ("dense", "train", None)]
-       for name in TABLE3 + ("D-12ep", "D-S384", "D-S256-longer", "A-full", "B-full", "D-full", "E-full")},
+       for name in TABLE3 + ("D-12ep", "D-S384", "D-S256-longer", "A-full", "B-full", "D-full", "E-full", "A-LRN-full", "C-full")},
     "D-S256-512": [("dense", "paper", None), ("dense", "train", None),
                    ("dense", "paper", MULTI_CROP_IMAGES), ("multi_crop", "paper", MULTI_CROP_IMAGES)],
 }
@@ -121,7 +121,7 @@ TRANSFER_SOURCES = ("A-full", "D-full", "E-full", "random D")  # the depth nets 
 TRANSFER_TARGET = dict(dataset="shapes", train=2_000, test=2_000, image_size=64)
 
 # Scheduling order: what the chapters need most comes first.
-ORDER = ("A-full", "E-full", "D-full", "B-full", "A", "D", "B", "E", "C", "A-LRN", "B-5x5", "D-12ep", "D-S384", "D-S256-512", "D-S256-longer", "A-plain-glorot",
+ORDER = ("A-full", "E-full", "D-full", "B-full", "A-LRN-full", "C-full", "A", "D", "B", "E", "C", "A-LRN", "B-5x5", "D-12ep", "D-S384", "D-S256-512", "D-S256-longer", "A-plain-glorot",
          "A-plain", "D-plain", "D-plain-std0.1", "D-plain-glorot", "D-plain-fromA")
 assert sorted(ORDER) == sorted(RUNS)
 VERIFY = ("A", 0)  # the cheapest reference run, re-trained by the book build
@@ -663,10 +663,10 @@ def beside_paper(set_name: str, paper_top1: dict, results=None):
 
 # --- Tables 4-6 from the committed evaluations (shared by Testing, Fusion and Reproduction) ------
 
-# The nets evaluated densely, by the label the chapters show: A, B, D and E are the depth nets
+# The nets evaluated densely, by the label the chapters show: A, A-LRN, B, C, D and E are the nets
 # trained to the end of the schedule ("-full"); the others follow the 12-epoch recipe (D-12ep,
 # the same training as D, is the base of the scale set, not a row of its own).
-EVALUATED = {"A": "A-full", "A-LRN": "A-LRN", "B": "B-full", "B-5x5": "B-5x5", "C": "C", "D": "D-full", "E": "E-full",
+EVALUATED = {"A": "A-full", "A-LRN": "A-LRN-full", "B": "B-full", "B-5x5": "B-5x5", "C": "C-full", "D": "D-full", "E": "E-full",
              "D, S=256 trained on": "D-S256-longer", "D, S=384": "D-S384", "D, S=[256,512]": "D-S256-512"}
 # The paper's (config, training scale) of each label, where Tables 3-4 have it.
 PAPER_OF = {"A": ("A", "256"), "A-LRN": ("A-LRN", "256"), "B": ("B", "256"), "C": ("C", "256"),
@@ -736,10 +736,10 @@ def table5(name: str = "D-S256-512", results=None):
     return pd.DataFrame(rows).pivot(index="seed", columns="method", values="top1_err")[list(TABLE5_METHODS)]
 
 
-# A, B, D and E are the depth nets trained to the end of the schedule (the "-full" runs).
-FUSION_MEMBERS = ("A-full", "A-LRN", "B-full", "B-5x5", "C", "D-full", "E-full", "D-S384", "D-S256-512")
+# A, A-LRN, B, C, D and E are the nets trained to the end of the schedule (the "-full" runs).
+FUSION_MEMBERS = ("A-full", "A-LRN-full", "B-full", "B-5x5", "C-full", "D-full", "E-full", "D-S384", "D-S256-512")
 ENSEMBLES = {"D (jittered) + E": ("D-S256-512", "E-full"), "D + E": ("D-full", "E-full"),
-             "C, D, E, D-S384, D jittered, B, A": ("C", "D-full", "E-full", "D-S384", "D-S256-512", "B-full", "A-full"),
+             "C, D, E, D-S384, D jittered, B, A": ("C-full", "D-full", "E-full", "D-S384", "D-S256-512", "B-full", "A-full"),
              "all nine nets": FUSION_MEMBERS}
 
 
