@@ -155,7 +155,9 @@ def diverged(run_dir) -> bool:
 def is_done(run_dir) -> bool:
     """Finished, or diverged: a divergence is a result too (it would diverge again); only a
     crash or a kill is worth running again."""
-    return status(run_dir) == "finished" or diverged(run_dir)
+    path = Path(run_dir) / "summary.json"
+    summary = read_json(path) if path.is_file() else {}  # read once for both questions
+    return summary.get("status") == "finished" or summary.get("stop_reason") == "diverged"
 
 
 def run_failure(run_dir) -> str | None:

@@ -784,7 +784,8 @@ def train(cfg: TrainConfig) -> Path:
     try:
         fitted = fit(model, loader, val_loader, epochs=cfg.epochs, loop=loop, optimizer=optimizer,
                      schedule=schedule, scaler=scaler, net=net, on_epoch=folder.end_of_epoch, **state)
-        folder.end(fitted, resumed_final=state["start_epoch"] >= cfg.epochs)
+        # a resumed run whose last checkpoint was final: its stop reason is in that checkpoint
+        folder.end(fitted, resume["stop_reason"] if state["start_epoch"] >= cfg.epochs else None)
     except BaseException as e:
         folder.crashed(e)
         raise
@@ -961,7 +962,7 @@ class _RunFolder:
                   f"val top-1 {r['val_top1_err']:.2f}%  top-5 {r['val_top5_err']:.2f}%  lr {r['lr']:.0e}  "
                   f"{r['images_per_s']:.0f} img/s", flush=True)
 
-    def end(self, fitted: Fitted, resumed_final: bool) -> None:
+    def end(self, fitted: Fitted, resumed_stop: str | None) -> None:
         self.fitted = fitted
         if fitted.stop_reason == "diverged":  # keep the last good checkpoint
             f, lr = fitted.failure, self.cfg.lr
@@ -970,8 +971,8 @@ class _RunFolder:
             self.summary("failed", stop_reason="diverged", failure={
                 **f, "reason": f"non-finite loss at epoch {f['epoch']}, step {f['step']}; lr={lr} is probably "
                                f"too large; {kept}"})
-        elif resumed_final:  # resumed a run whose last checkpoint was final
-            self.summary("finished", stop_reason=load_checkpoint(self.run_dir / "checkpoint.pt")["stop_reason"])
+        elif resumed_stop is not None:  # nothing was trained: the checkpoint already read says why it stopped
+            self.summary("finished", stop_reason=resumed_stop)
 
     def crashed(self, e: BaseException) -> None:
         try:
