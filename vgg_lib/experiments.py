@@ -113,7 +113,7 @@ SETS: dict[str, dict[str, str]] = {
     # the same nets at the 12-epoch budget of the other comparisons
     "DEPTH_12": {"A (11)": "A", "B (13)": "B", "D (16)": "D", "E (19)": "E"},
     "LRN": {"A": "A-full", "A-LRN": "A-LRN-full"},
-    "FILTERS": {"B: 3x3 pairs": "B", "B-5x5": "B-5x5"},
+    "FILTERS": {"B: 3x3 pairs": "B-full", "B-5x5": "B-5x5-full"},
     "ONE_BY_ONE": {"C: 1x1": "C-full", "D: 3x3": "D-full"},
     "SCALE": {"S=256": "D-shapes", "S=256, trained on": "D-shapes-S256-longer", "S=384": "D-shapes-S384",
               "S=[256,512]": "D-shapes-S256-512"},
@@ -688,24 +688,29 @@ def beside_paper(set_name: str, paper_top1: dict, results=None):
 
 # --- Tables 4-6 from the committed evaluations (shared by Testing, Fusion and Reproduction) ------
 
-# The nets evaluated densely, by the label the chapters show: A, A-LRN, B, C, D and E are the nets
-# trained to the end of the schedule ("-full"); the others follow the 12-epoch recipe (D-12ep,
-# the same training as D, is the base of the scale set, not a row of its own).
-EVALUATED = {"A": "A-full", "A-LRN": "A-LRN-full", "B": "B-full", "B-5x5": "B-5x5", "C": "C-full", "D": "D-full", "E": "E-full",
-             "D, S=256 trained on": "D-S256-longer", "D, S=384": "D-S384", "D, S=[256,512]": "D-S256-512"}
+# The nets evaluated densely, by the label the chapters show: the Fashion-MNIST nets trained to the
+# end of the schedule ("-full"), then the scale set on shapes. (The Fashion-MNIST scale nets,
+# from the 12-epoch D, are evaluated too and serve in fusion and in the Training chapter's control.)
+EVALUATED = {"A": "A-full", "A-LRN": "A-LRN-full", "B": "B-full", "B-5x5": "B-5x5-full", "C": "C-full", "D": "D-full",
+             "E": "E-full"}
+# The scale set, on shapes, where objects vary in size.
+EVALUATED_SHAPES = {"D (shapes), S=256": "D-shapes", "D (shapes), S=256 trained on": "D-shapes-S256-longer",
+                    "D (shapes), S=384": "D-shapes-S384", "D (shapes), S=[256,512]": "D-shapes-S256-512"}
 # The paper's (config, training scale) of each label, where Tables 3-4 have it.
 PAPER_OF = {"A": ("A", "256"), "A-LRN": ("A-LRN", "256"), "B": ("B", "256"), "C": ("C", "256"),
             "D": ("D", "256"), "E": ("E", "256"), "D, S=384": ("D", "384"),
-            "D, S=[256,512]": ("D", "256-512")}
+            "D (shapes), S=256": ("D", "256"), "D (shapes), S=384": ("D", "384"),
+            "D (shapes), S=[256,512]": ("D", "256-512")}
 
 
-def evaluations(results=None):
+def evaluations(results=None, nets=None):
     """One row per evaluated net and seed: top-1 error (%) of the centre crop at the training
-    scale (from training), dense at that scale (Sect. 4.1) and dense at three scales (4.2)."""
+    scale (from training), dense at that scale (Sect. 4.1) and dense at three scales (4.2).
+    ``nets``: label -> run (default: ``EVALUATED`` then ``EVALUATED_SHAPES``)."""
     import pandas as pd
 
     rows = []
-    for label, name in EVALUATED.items():
+    for label, name in ({**EVALUATED, **EVALUATED_SHAPES} if nets is None else nets).items():
         for seed in SEEDS:
             r = load(name, seed, results)
             S = r["params"]["S"]
@@ -743,7 +748,10 @@ def paper_multi_scale_gain() -> dict:
 TABLE5_METHODS = ("dense", "multi-crop", "multi-crop & dense")
 
 
-def table5(name: str = "D-S256-512", results=None):
+TABLE5_NETS = {"D jittered (Fashion-MNIST)": "D-S256-512", "D jittered (shapes)": "D-shapes-S256-512"}
+
+
+def table5(name: str = "D-shapes-S256-512", results=None):
     """Top-1 error (%) per seed of dense, multi-crop and both (Sect. 4.3) at the three scales,
     on the same ``MULTI_CROP_IMAGES`` validation images."""
     import pandas as pd
@@ -762,7 +770,7 @@ def table5(name: str = "D-S256-512", results=None):
 
 
 # A, A-LRN, B, C, D and E are the nets trained to the end of the schedule (the "-full" runs).
-FUSION_MEMBERS = ("A-full", "A-LRN-full", "B-full", "B-5x5", "C-full", "D-full", "E-full", "D-S384", "D-S256-512")
+FUSION_MEMBERS = ("A-full", "A-LRN-full", "B-full", "B-5x5-full", "C-full", "D-full", "E-full", "D-S384", "D-S256-512")
 ENSEMBLES = {"D (jittered) + E": ("D-S256-512", "E-full"), "D + E": ("D-full", "E-full"),
              "C, D, E, D-S384, D jittered, B, A": ("C-full", "D-full", "E-full", "D-S384", "D-S256-512", "B-full", "A-full"),
              "all nine nets": FUSION_MEMBERS}
