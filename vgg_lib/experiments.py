@@ -118,6 +118,8 @@ SETS: dict[str, dict[str, str]] = {
     "ONE_BY_ONE": {"C: 1x1": "C-full", "D: 3x3": "D-full"},
     "SCALE": {"S=256": "D-shapes", "S=256, trained on": "D-shapes-S256-longer", "S=384": "D-shapes-S384",
               "S=[256,512]": "D-shapes-S256-512"},
+    # the two nets trained from scratch on shapes: A, then D from A's layers (the scale set's start)
+    "SHAPES_START": {"A": "A-shapes", "D, from A": "D-shapes"},
     # the same fine-tunings on Fashion-MNIST (12-epoch base), where objects do not vary in size
     "SCALE_FASHION": {"S=256": "D-12ep", "S=256, trained on": "D-S256-longer", "S=384": "D-S384",
               "S=[256,512]": "D-S256-512"},
