@@ -256,9 +256,11 @@ def test_grid_wall_time_is_the_union_of_the_records_even_across_sittings(tmp_pat
 
 
 # The comparisons the chapters state as converged: every run stopped by the paper's schedule, or
-# at its epoch cap with a flat curve (the 12-epoch budget sets are there to show what a short
-# budget costs, and a diverged run is a result).
-SHORT_BUDGET_SETS = ("DEPTH_12", "SCALE_FASHION")
+# at its epoch cap with a flat curve. The 12-epoch sets are there to show what a short budget
+# costs, the initialisation set asks whether a plain net starts (4-8 epochs), and a diverged run
+# is a result. The runs known not to be flat at their cap, each said in the Training chapter:
+SHORT_BUDGET_SETS = ("DEPTH_12", "SCALE_FASHION", "INIT")
+NOT_FLAT_AT_CAP = {("C-full", 1): "its first division of the rate came at epoch 28 of 30"}
 
 
 @committed
@@ -270,10 +272,11 @@ def test_every_comparison_runs_until_the_schedule_stops_or_the_curve_is_flat(set
             stop, m = r["summary"].get("stop_reason"), r["metrics"]
             if stop in ("lr_schedule", "diverged"):
                 continue
-            assert stop == "epochs" and len(m) >= 20, (name, seed, stop, len(m))
+            assert stop == "epochs" and len(m) >= 12, (name, seed, stop, len(m))
             # flat: the last three epochs lowered the best error by less than half a point
             err = m.val_top1_err
-            assert err.iloc[:-3].min() - err.min() < 0.5, (name, seed, err.iloc[-6:].tolist())
+            flat = err.iloc[:-3].min() - err.min() < 0.5
+            assert flat != ((name, seed) in NOT_FLAT_AT_CAP), (name, seed, err.iloc[-6:].tolist())
 
 
 @committed
