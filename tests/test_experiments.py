@@ -289,3 +289,15 @@ def test_every_evaluation_scores_at_least_5000_images_and_the_scale_set_sees_man
     for name in X.SETS["SCALE"].values():  # objects of many sizes: the question of scale jittering
         assert X.load(name, 0)["params"]["dataset"] == "shapes"
     assert X.load("D-shapes-S256-512", 0)["params"]["S"] == [X.S_256, X.S_512]
+
+
+def test_sets_fine_tuned_from_one_net_are_compared_paired_by_seed(tmp_path, monkeypatch):
+    table = __import__("pandas").DataFrame({"label": ["x"] * 3 + ["y"] * 3, "seed": [0, 1, 2] * 2,
+                                            "top1_err": [10.0, 20.0, 30.0, 11.0, 21.0, 31.5]})
+    monkeypatch.setattr(X, "table", lambda *a, **k: table)
+    paired = X.compare("SCALE", "x", "y")
+    welch = X.compare("DEPTH", "x", "y")
+    assert paired["diff"] == pytest.approx(welch["diff"]) == pytest.approx(3.5 / 3)
+    # the large spread of the common start widens Welch's interval, not the paired one
+    assert paired["low"] > 0 > welch["low"]
+    assert paired == X.paired_difference([10, 20, 30], [11, 21, 31.5])

@@ -130,6 +130,9 @@ SETS: dict[str, dict[str, str]] = {
 # centre crop of an image rescaled to S = 55 or 73 cuts off the large shapes, so the scale sets
 # are compared the paper's way (Table 3: dense, at Q = S or the middle of the jitter range).
 SET_TESTS = {"SCALE": "dense_train", "SCALE_FASHION": "dense_train"}
+# Sets whose nets are fine-tuned from one net per seed: their differences are paired by seed, so
+# the spread of the common start (large on shapes) does not hide the effect.
+PAIRED_SETS = ("SCALE", "SCALE_FASHION")
 TABLE3 = ("A", "A-LRN", "B", "B-5x5", "C", "D", "E")
 
 # Evaluations on the validation split (10,000 images; multi-crop on a 5,000-image subset):
@@ -580,10 +583,15 @@ def verdict(diff: dict, better: str, worse: str, unit: str = "points") -> str:
 
 
 def compare(set_name: str, base: str, other: str, value: str = "top1_err", results=None) -> dict:
-    """``other`` minus ``base`` (labels of a set) over seeds: the error difference with its CI."""
-    df = table(set_name, results=results)
+    """``other`` minus ``base`` (labels of a set) over seeds: the error difference with its CI,
+    paired by seed in a set of ``PAIRED_SETS`` (Welch's otherwise)."""
+    df = table(set_name, results=results).sort_values("seed")
     a = df[df.label == base][value]
     b = df[df.label == other][value]
+    if set_name in PAIRED_SETS:
+        if a.index.size != b.index.size or list(df.loc[a.index].seed) != list(df.loc[b.index].seed):
+            raise ValueError(f"{set_name}: {base!r} and {other!r} do not have the same seeds to pair")
+        return paired_difference(a, b)
     return difference(a, b)
 
 
