@@ -91,3 +91,18 @@ def test_math_is_rendered_by_the_local_mathjax(server, browser):
     assert any(urlparse(s).path.endswith("/_static/mathjax/tex-chtml.js") for s in scripts), scripts
     assert page.locator("mjx-container").count() >= 3      # formulas typeset by the local copy
     page.close()
+
+
+LOG_MARKERS = ("IPKernelApp", "KeyboardInterrupt", "Traceback (most recent call last)", "UserWarning",
+               "FutureWarning", "DeprecationWarning", "RuntimeWarning")
+
+
+def test_no_page_shows_log_lines_or_stderr():
+    # the experiments issue: a page of the book holds results and prose, never a kernel's log
+    if not HTML.exists():
+        pytest.skip("no built book")
+    for page in pages():
+        html = (HTML / page).read_text(errors="replace")
+        found = [m for m in LOG_MARKERS if m in html]
+        assert not found, f"{page} shows log lines: {found}"
+        assert 'class="output stderr' not in html, f"{page} shows a cell's stderr"
