@@ -496,7 +496,9 @@ def test_grid_localises_every_variant_and_seed_after_its_source():
     order = X.tasks()
     loc_tasks = [t for t in order if t[0].startswith("localise")]
     assert sorted((t[1], t[2]) for t in loc_tasks) == sorted(
-        (v, s) for v in [*X.LOCALISERS, *X.LOCALISER_UNIONS] for s in X.SEEDS)
+        (v, s) for v in [*X.LOCALISERS, *X.LOCALISER_UNIONS] for s in X.localiser_seeds(v))
+    assert {(t[1], t[2]) for t in loc_tasks} >= {(v, s) for v in X.TABLE8 for s in X.SEEDS}  # the 2x2 design, every seed
+    assert X.localiser_seeds("PCR-all-lr0.001") == (0,)  # the learning-rate check: one seed
     position = {t[:3]: i for i, t in enumerate(order)}
     for t in loc_tasks:
         kind, name, seed, _ = t
@@ -519,8 +521,8 @@ def test_grid_localises_every_variant_and_seed_after_its_source():
 def test_localisation_parameters_follow_appendix_a():
     for name, kind in X.LOCALISERS.items():
         p = X.localisation_params(name, 2)
-        assert (p["per_class"], p["layers"]) == (kind["per_class"], kind["layers"])
-        assert p["lr"] == loc.PAPER_LR == 1e-3 and p["val_size"] >= 5_000 and p["seed"] == 2
+        assert (p["per_class"], p["layers"]) == (kind["per_class"], kind["layers"]) and "seeds" not in p
+        assert p["lr"] == kind.get("lr", X.LOCALISATION["lr"]) and p["val_size"] >= 5_000 and p["seed"] == 2
         assert p["S"] == 37 and p["protocol2_scales"] == [32, 37, 42]  # the paper's 256; 224, 256, 288
         assert p["source"] == "runs/reference/D-shapes-s2"  # no machine path in results
         assert set(loc.PARAMS) <= set(p)
@@ -564,9 +566,9 @@ def _fabricate(root, seeds=(0, 1, 2)):
     about 4 points, all layers better than fc by 1, the union 2 points under PCR-all."""
     from vgg_lib.runs import write_json
 
-    base = {"SCR-fc": 40.0, "SCR-all": 39.0, "PCR-fc": 36.0, "PCR-all": 35.0}
-    for seed in seeds:
-        for name in [*X.LOCALISERS, *X.LOCALISER_UNIONS]:
+    base = {"SCR-fc": 40.0, "SCR-all": 39.0, "PCR-fc": 36.0, "PCR-all": 35.0, "PCR-all-lr0.001": 60.0}
+    for name in [*X.LOCALISERS, *X.LOCALISER_UNIONS]:
+        for seed in X.localiser_seeds(name, seeds):
             folder = root / "localisation" / f"{name}-s{seed}"
             folder.mkdir(parents=True)
             p = X.localisation_params(name, seed)
@@ -590,7 +592,8 @@ def _fabricate(root, seeds=(0, 1, 2)):
 
 def test_chapter_reads_a_results_folder_and_computes_its_comparisons(tmp_path):
     df = X.localisation_table(_fabricate(tmp_path))
-    assert len(df) == 3 * (len(X.LOCALISERS) + len(X.LOCALISER_UNIONS))
+    assert len(df) == 3 * (len(X.TABLE8) + len(X.LOCALISER_UNIONS)) + 1  # + the learning-rate check, seed 0
+    assert df[df.variant == "PCR-all-lr0.001"].lr.tolist() == [0.001]
     pcr = df[df.variant == "PCR-all"].set_index("seed")
     assert pcr.protocol1_error.tolist() == pytest.approx([35.0, 35.3, 35.6])
     assert (pcr.regression == "PCR").all() and (pcr.layers == "all").all() and (pcr.minutes == 1.0).all()
