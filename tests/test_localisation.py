@@ -658,3 +658,25 @@ def test_a_tiny_localisation_grid_writes_its_result_folders_and_reuses_them(tmp_
     before = {p: p.stat().st_mtime_ns for p in (results / "localisation").rglob("*")}
     assert X.reproduce(seeds=(0,), jobs=1, results=results, work=work, parts=("train", "localise")) == []
     assert before == {p: p.stat().st_mtime_ns for p in (results / "localisation").rglob("*")}  # all reused
+
+
+# --- the committed localisation results
+
+LOC_RESULTS = X.results_root() / "localisation"
+
+
+@pytest.mark.skipif(not LOC_RESULTS.is_dir(), reason="no results/localisation folder (make localise)")
+def test_every_committed_localisation_result_is_finished_with_its_provenance():
+    df = X.localisation_table()  # every variant and seed of the grid is there
+    assert set(df.variant) == {*X.LOCALISERS, *X.LOCALISER_UNIONS}
+    for name in [*X.LOCALISERS, *X.LOCALISER_UNIONS]:
+        for seed in X.localiser_seeds(name):
+            folder = X.localisation_folder(name, seed, X.results_root())
+            assert sorted(p.name for p in folder.iterdir()) == (RESULT_FILES if name in X.LOCALISERS else UNION_FILES)
+            assert json.loads((folder / "params.json").read_text()) == X.localisation_params(name, seed)
+            prov = json.loads((folder / "provenance.json").read_text())
+            for key in ("git_commit", "command", "cpu", "threads", "wall_seconds", "date"):
+                assert prov[key] not in (None, ""), (name, seed, key)
+            s = json.loads((folder / "summary.json").read_text())
+            assert s["units"] == "percent" and s["protocol2_images"] == X.LOCALISATION["protocol2_size"]
+    assert (df[df.variant.isin(X.TABLE8)].protocol1_images == X.LOCALISATION["val_size"]).all()

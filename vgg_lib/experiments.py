@@ -5,6 +5,7 @@ Every run of the grid is named here once (``RUNS``); the chapters read their res
 
     python -m vgg_lib.experiments reproduce           # the whole grid (make reproduce), resumable
     python -m vgg_lib.experiments verify              # re-run the cheapest run, compare
+    python -m vgg_lib.experiments localise            # only Appendix A's localisers (make localise)
 
     from vgg_lib import experiments as X
     X.table("DEPTH")                 # one row per run and seed: errors in percent, epochs, ...
@@ -1045,7 +1046,8 @@ def grid_wall_time(results=None) -> dict:
     provenance record."""
     spans = []
     root = results_root(results)
-    for f in list(root.glob("*/provenance.json")) + list(root.glob("*/eval_*.json")) + list(root.glob("transfer/*.json")):
+    for f in (list(root.glob("*/provenance.json")) + list(root.glob("*/eval_*.json")) + list(root.glob("transfer/*.json"))
+              + list(root.glob("localisation/*/provenance.json"))):
         p = json.loads(f.read_text())
         p = p.get("provenance", p)
         end = datetime.fromisoformat(p["date"])
