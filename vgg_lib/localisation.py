@@ -23,14 +23,20 @@ Two test protocols (Appendix A.2):
 Training targets are ``(N, 5)`` float tensors: the encoded box then the class label (a float
 holding an integer), so that any training loop moving ``(x, target)`` batches can carry them;
 ``LocalisationData`` makes them from a data set with boxes (``Shapes.boxes()``).
+
+``train_localiser`` does all of it for one localiser from a finished classification run on
+``shapes`` and writes a run folder; the papermill job ``book/jobs/localise.ipynb`` and the
+reference grid (``vgg_lib.experiments.localise_run``) both call it.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -444,8 +450,6 @@ def dense_examples(localisers: Sequence[VGG], classifier: VGG, images, gt_boxes,
         out["guess_classes"].append([c for c, _, _ in guesses])
         out["guess_boxes"].append(torch.stack([b for _, b, _ in guesses]).numpy().astype("float32"))
         out["guess_scores"].append([s for _, _, s in guesses])
-    import numpy as np
-
     out = {k: np.asarray(v) for k, v in out.items()}
     out["gt_boxes"] = torch.as_tensor(gt_boxes, dtype=torch.float64).reshape(len(images), 4).numpy()
     out["labels"] = np.asarray(labels, dtype=np.int64)
@@ -458,10 +462,6 @@ def evaluate_localisers(localisers: Sequence[VGG], run, params: dict, out=None) 
     images at ``params["protocol2_scales"]`` (None: ``S``); with ``params["examples"]`` and
     ``out``, also ``out/examples.npz`` (``dense_examples`` of the first images, with what
     rebuilds them: ``val_size``, ``image_size`` and ``pixels_per_image_pixel``)."""
-    import time
-
-    import numpy as np
-
     from .runs import write_atomic
 
     S, n = params["S"], params["protocol2_size"]
@@ -497,8 +497,6 @@ def train_localiser(run, params: dict, out, *, device="cpu", max_steps: int | No
     the scale ``S`` of training and testing, the plateau schedule's epoch cap and its ``lr``,
     batch size, image counts and ``seed``. ``max_steps`` cuts training short (tests).
     """
-    import time
-
     from . import runs
     from .data import build_dataset, test_transform, train_transform
     from .train import Loop
