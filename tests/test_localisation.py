@@ -448,12 +448,15 @@ def test_localise_job_writes_a_run_folder_with_both_protocols_and_is_reused(shap
 
     notebook = _job_env(monkeypatch, tmp_path)
     params = dict(source=str(shapes_run), per_class=True, layers="fc", epochs=2, batch_size=16, train_size=64,
-                  val_size=32, protocol2_size=4)
+                  val_size=32, protocol2_size=4, protocol2_scales=[32, 40], examples=2)
     folder = jobs.run(notebook, params, root=tmp_path)
-    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt", "localise.ipynb", "metrics.csv",
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt", "examples.npz", "localise.ipynb", "metrics.csv",
                                                         "params.json", "results_localisation.json", "summary.json"]
+    with np.load(folder / "examples.npz") as ex:  # the boxes of 2 images at 2 scales, before and after merging
+        assert ex["raw_boxes"].shape[0] == 2 and ex["raw_boxes"].shape[2:] == (10, 4) and ex["guess_boxes"].shape == (2, 5, 4)
     summary = runs.read_summary(folder)
     assert summary["status"] == "finished" and summary["epochs_done"] == 2 and summary["protocol2_images"] == 4
+    assert summary["protocol2_scales"] == [32, 40]
     for key in ("protocol1_error", "top1_loc_error", "top5_loc_error"):
         assert 0 <= summary[key] <= 100, key
     assert summary["top5_loc_error"] <= summary["top1_loc_error"]
@@ -477,6 +480,10 @@ def test_localise_job_refuses_bad_input_in_one_line_before_work(shapes_run, tmp_
                                        "this one was trained on 'digits'"),
              ({"source": str(shapes_run), "layers": "conv"}, "layers='conv' is not allowed: all or fc"),
              ({"source": str(shapes_run), "epochs": 0}, "epochs=0 is not allowed: an integer >= 1"),
+             ({"source": str(shapes_run), "protocol2_scales": [16]}, "protocol2_scales=[16] is not allowed: "
+                                                                     "integers >= the source's crop 32, or empty"),
+             ({"source": str(shapes_run), "protocol2_scales": "32,x"}, "protocol2_scales='32,x' is not allowed"),
+             ({"source": str(shapes_run), "examples": -1}, "examples=-1 is not allowed: an integer from 0 to val_size"),
              ({"source": str(tmp_path / "nothing")}, "has no finished checkpoint")]
     for params, message in cases:
         with pytest.raises(jobs.JobError, match=re.escape(message)):
