@@ -609,7 +609,8 @@ def test_chapter_reads_a_results_folder_and_computes_its_comparisons(tmp_path):
     c = X.localisation_comparisons(df)
     assert c.loc["PCR vs SCR, fc layers", "diff"] == pytest.approx(-4.0)
     assert c.loc["all vs fc layers, PCR", "diff"] == pytest.approx(-1.0)
-    assert c.loc["union vs PCR-all, protocol 2 top-5", "diff"] == pytest.approx(-2.0)
+    assert c.loc["PCR-fc+PCR-all vs PCR-all, protocol 2 top-5", "diff"] == pytest.approx(-2.0)
+    assert c.loc["SCR-all+PCR-all vs SCR-all, protocol 2 top-5", "diff"] == pytest.approx(35.0 - 39.0 - 2.0)
     assert (c.seeds == 3).all() and (c.low <= c["diff"]).all() and (c["diff"] <= c.high).all()
     ci = X.mean_ci(pcr.protocol1_error)
     assert ci["mean"] == pytest.approx(35.3) and ci["low"] < 35.3 < ci["high"]
