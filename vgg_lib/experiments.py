@@ -880,7 +880,7 @@ def main(argv=None) -> int:
     loc.add_argument("--variants", nargs="+", choices=[*LOCALISERS, *LOCALISER_UNIONS],
                      help="only these localisers or unions (a union brings its members)")
     loc.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    loc.add_argument("--jobs", type=int, default=1, help="parallel processes, one thread each")
+    loc.add_argument("--jobs", type=int, default=1, help="tasks at a time, one thread each")
     sub.add_parser("verify", help=f"re-train {folder_name(*VERIFY)} and compare with results/")
     args = p.parse_args(argv)
     if args.cmd == "reproduce":
