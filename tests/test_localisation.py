@@ -292,6 +292,16 @@ def test_fine_tune_localiser_trains_through_the_shared_loop(tmp_path, classifier
         assert int(loc.box_correct(net(x), target)) == len(x) - loc.box_errors(net(x), target)
 
 
+def test_a_diverging_fine_tuning_is_one_line_error(tmp_path, classifier):
+    from vgg_lib.data import build_dataset
+
+    ds = build_dataset("shapes", "train", root=tmp_path, size=16, image_size=48)
+    loader = torch.utils.data.DataLoader(loc.LocalisationData(ds, test_transform(48, MEAN, crop=32)), batch_size=8)
+    net = loc.localisation_net(classifier, per_class=False)
+    with pytest.raises(RuntimeError, match=r"localiser diverged \(non-finite loss at epoch 1.*at lr 1e\+12; allowed: a lower"):
+        loc.fine_tune_localiser(net, loader, loader, layers="all", epochs=2, lr=1e12)
+
+
 # ------------------------------------------------------------------------------ protocol 2
 
 def test_merging_two_overlapping_boxes_gives_their_average():

@@ -241,8 +241,13 @@ def fine_tune_localiser(net: VGG, train_loader, val_loader=None, *, layers: str 
     parameters = fine_tune_parameters(net, layers)
     from .train import fit  # the shared loop; imported here so this module loads without it
 
-    return fit(net, train_loader, val_loader, epochs=epochs, lr=lr, loss_fn=box_loss_sum,
-               correct_fn=box_correct, parameters=parameters, **fit_kwargs).history
+    fitted = fit(net, train_loader, val_loader, epochs=epochs, lr=lr, loss_fn=box_loss_sum,
+                 correct_fn=box_correct, parameters=parameters, **fit_kwargs)
+    if fitted.stop_reason == "diverged":  # a localiser that blew up has no box to test
+        f = fitted.failure or {}
+        raise RuntimeError(f"fine-tuning the localiser diverged (non-finite loss at epoch {f.get('epoch', '?')}, "
+                           f"step {f.get('step', '?')}) at lr {lr:g}; allowed: a lower learning rate")
+    return fitted.history
 
 
 # --- protocol 2: dense boxes, greedy merging -----------------------------------------------------
