@@ -16,7 +16,7 @@ export MPLCONFIGDIR := $(CURDIR)/.state/matplotlib
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book test test-fast lab jobs reproduce verify browser data web-assets clean clean-book
+.PHONY: setup book test test-fast lab jobs reproduce localise verify browser data web-assets clean clean-book
 
 setup: $(STAMP) data
 
@@ -63,6 +63,11 @@ jobs: $(STAMP)
 # Reproduction chapter prints its measured wall time on 2 cores); resumable (finished runs are reused); writes results/ (committed).
 reproduce: $(STAMP) data
 	$(PY) -m vgg_lib.experiments reproduce --jobs 2
+
+# Appendix A only: the localisers of the D-shapes nets (and those nets, if not trained yet);
+# resumable; writes results/localisation/ (committed).
+localise: $(STAMP)
+	$(PY) -m vgg_lib.experiments localise --jobs 2
 
 # Re-train the cheapest reference run and compare it with results/ (the book build does it too).
 verify: $(STAMP) data

@@ -123,12 +123,14 @@ def test_every_training_command_parses_back_to_its_parameters(tmp_path):
 def test_tasks_come_after_what_they_need():
     order = X.tasks()
     seen = set()
-    for kind, name, seed, _ in order:
+    for t in order:
+        kind, name, seed, _ = t
         if kind == "train":
             assert all(("train", d, seed) in seen for d in X.dependencies(name)), name
-            seen.add(("train", name, seed))
-        else:
+        elif kind in ("eval", "transfer"):
             assert ("train", name.split()[-1], seed) in seen
+        assert X.needs(t) <= seen, t  # the scheduler's rule agrees with the order
+        seen.add(t[:3])
     assert len([t for t in order if t[0] == "train"]) == len(X.RUNS) * len(X.SEEDS)
     with pytest.raises(ValueError, match="run 'F' is unknown"):
         X.train_params("F", 0)

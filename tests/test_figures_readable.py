@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO
 
-CHAPTERS = ["architecture", "small_filters", "training", "testing", "fusion", "transfer"]
+CHAPTERS = ["architecture", "small_filters", "training", "testing", "fusion", "transfer", "localisation"]
 COLUMN_INCHES = 7.2
 SMALL_NAMES = ("xx-small", "x-small", "small")     # below 9 pt at matplotlib's 10-pt default
 

@@ -1,6 +1,8 @@
 """Appendix A (localisation): ground-truth boxes, the box head, its loss and the two test protocols."""
 
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -290,6 +292,16 @@ def test_fine_tune_localiser_trains_through_the_shared_loop(tmp_path, classifier
         assert int(loc.box_correct(net(x), target)) == len(x) - loc.box_errors(net(x), target)
 
 
+def test_a_diverging_fine_tuning_is_one_line_error(tmp_path, classifier):
+    from vgg_lib.data import build_dataset
+
+    ds = build_dataset("shapes", "train", root=tmp_path, size=16, image_size=48)
+    loader = torch.utils.data.DataLoader(loc.LocalisationData(ds, test_transform(48, MEAN, crop=32)), batch_size=8)
+    net = loc.localisation_net(classifier, per_class=False)
+    with pytest.raises(RuntimeError, match=r"localiser diverged \(non-finite loss at epoch 1.*at lr 1e\+12; allowed: a lower"):
+        loc.fine_tune_localiser(net, loader, loader, layers="all", epochs=2, lr=1e12)
+
+
 # ------------------------------------------------------------------------------ protocol 2
 
 def test_merging_two_overlapping_boxes_gives_their_average():
@@ -446,12 +458,15 @@ def test_localise_job_writes_a_run_folder_with_both_protocols_and_is_reused(shap
 
     notebook = _job_env(monkeypatch, tmp_path)
     params = dict(source=str(shapes_run), per_class=True, layers="fc", epochs=2, batch_size=16, train_size=64,
-                  val_size=32, protocol2_size=4)
+                  val_size=32, protocol2_size=4, protocol2_scales=[32, 40], examples=2)
     folder = jobs.run(notebook, params, root=tmp_path)
-    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt", "localise.ipynb", "metrics.csv",
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt", "examples.npz", "localise.ipynb", "metrics.csv",
                                                         "params.json", "results_localisation.json", "summary.json"]
+    with np.load(folder / "examples.npz") as ex:  # the boxes of 2 images at 2 scales, before and after merging
+        assert ex["raw_boxes"].shape[0] == 2 and ex["raw_boxes"].shape[2:] == (10, 4) and ex["guess_boxes"].shape == (2, 5, 4)
     summary = runs.read_summary(folder)
     assert summary["status"] == "finished" and summary["epochs_done"] == 2 and summary["protocol2_images"] == 4
+    assert summary["protocol2_scales"] == [32, 40]
     for key in ("protocol1_error", "top1_loc_error", "top5_loc_error"):
         assert 0 <= summary[key] <= 100, key
     assert summary["top5_loc_error"] <= summary["top1_loc_error"]
@@ -475,8 +490,211 @@ def test_localise_job_refuses_bad_input_in_one_line_before_work(shapes_run, tmp_
                                        "this one was trained on 'digits'"),
              ({"source": str(shapes_run), "layers": "conv"}, "layers='conv' is not allowed: all or fc"),
              ({"source": str(shapes_run), "epochs": 0}, "epochs=0 is not allowed: an integer >= 1"),
+             ({"source": str(shapes_run), "protocol2_scales": [16]}, "protocol2_scales=[16] is not allowed: "
+                                                                     "integers >= the source's crop 32, or empty"),
+             ({"source": str(shapes_run), "protocol2_scales": "32,x"}, "protocol2_scales='32,x' is not allowed"),
+             ({"source": str(shapes_run), "examples": -1}, "examples=-1 is not allowed: an integer from 0 to val_size"),
              ({"source": str(tmp_path / "nothing")}, "has no finished checkpoint")]
     for params, message in cases:
         with pytest.raises(jobs.JobError, match=re.escape(message)):
             jobs.run(notebook, params, root=tmp_path / "jobs")
     assert not list((tmp_path / "jobs").glob("localise-*"))  # nothing written for a refused job
+
+
+# ------------------------------------------------------------------------------ the reference grid
+
+from vgg_lib import experiments as X  # noqa: E402
+
+RESULT_FILES = ["examples.npz", "metrics.csv", "params.json", "provenance.json", "summary.json"]
+UNION_FILES = ["examples.npz", "params.json", "provenance.json", "summary.json"]
+
+
+def test_grid_localises_every_variant_and_seed_after_its_source():
+    order = X.tasks()
+    loc_tasks = [t for t in order if t[0].startswith("localise")]
+    assert sorted((t[1], t[2]) for t in loc_tasks) == sorted(
+        (v, s) for v in [*X.LOCALISERS, *X.LOCALISER_UNIONS] for s in X.localiser_seeds(v))
+    assert {(t[1], t[2]) for t in loc_tasks} >= {(v, s) for v in X.TABLE8 for s in X.SEEDS}  # the 2x2 design, every seed
+    assert X.localiser_seeds("PCR-all-lr0.001") == (0,)  # the learning-rate check: one seed
+    position = {t[:3]: i for i, t in enumerate(order)}
+    for t in loc_tasks:
+        kind, name, seed, _ = t
+        if kind == "localise":
+            assert X.needs(t) == {("train", "D-shapes", seed)}
+        else:  # a union waits for its members' checkpoints
+            assert X.needs(t) == {("localise", m, seed) for m in X.LOCALISER_UNIONS[name]}
+        assert all(position[n] < position[t[:3]] for n in X.needs(t)), t
+    # `make localise`: D-shapes, what it starts from and the localisers; no evaluation or transfer
+    only = X.tasks(X._with_dependencies([X.LOC_SOURCE]), parts=("train", "localise"))
+    assert {t[0] for t in only} == {"train", "localise", "localise-union"}
+    assert {t[1] for t in only if t[0] == "train"} == {"A-shapes", "D-shapes"}
+    # a union asked for alone brings its members
+    picked = X.tasks(["D-shapes"], seeds=(1,), parts=("localise",), localisers=["PCR-fc+PCR-all"])
+    assert [(t[0], t[1]) for t in picked] == [("train", "D-shapes"), ("localise", "PCR-fc"),
+                                              ("localise", "PCR-all"), ("localise-union", "PCR-fc+PCR-all")]
+    assert not [t for t in X.tasks(["A-shapes"]) if t[0].startswith("localise")]
+
+
+def test_localisation_parameters_follow_appendix_a():
+    for name, kind in X.LOCALISERS.items():
+        p = X.localisation_params(name, 2)
+        assert (p["per_class"], p["layers"]) == (kind["per_class"], kind["layers"]) and "seeds" not in p
+        assert p["lr"] == kind.get("lr", X.LOCALISATION["lr"]) and p["val_size"] >= 5_000 and p["seed"] == 2
+        assert p["S"] == 37 and p["protocol2_scales"] == [32, 37, 42]  # the paper's 256; 224, 256, 288
+        assert p["source"] == "runs/reference/D-shapes-s2"  # no machine path in results
+        assert set(loc.PARAMS) <= set(p)
+    union = X.localisation_params("PCR-fc+PCR-all", 0)
+    assert union["kind"] == "localise-union" and union["members"] == ["PCR-fc", "PCR-all"]
+    assert union["protocol2_size"] == X.LOCALISATION["protocol2_size"]
+
+
+def test_unknown_localisation_variants_are_refused_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match=r"^localisation variant 'SCR-conv' is unknown; allowed: SCR-fc, SCR-all"):
+        X.localisation_params("SCR-conv", 0)
+    with pytest.raises(ValueError, match="is a union of localisers, not one"):
+        X.localise_run("PCR-fc+PCR-all", 0, results=tmp_path, work=tmp_path)
+    with pytest.raises(ValueError, match="localisation union 'PCR-fc' is unknown"):
+        X.localise_union_run("PCR-fc", 0, results=tmp_path, work=tmp_path)
+    with pytest.raises(ValueError, match="has no finished checkpoint"):  # no D-shapes net yet: before work
+        X.localise_run("PCR-fc", 0, results=tmp_path / "r", work=tmp_path / "w")
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(SystemExit):
+        X.main(["localise", "--variants", "PCR-conv"])
+
+
+class _FakeRun:
+    def __init__(self, dataset):
+        self.params, self.path = {"dataset": dataset}, Path("runs/reference/x")
+
+
+def test_train_localiser_refuses_bad_input_before_work(tmp_path):
+    p = X.localisation_params("SCR-fc", 0)
+    with pytest.raises(ValueError, match=r"this one was trained on 'fashion_mnist'"):
+        loc.train_localiser(_FakeRun("fashion_mnist"), p, tmp_path / "out")
+    with pytest.raises(ValueError, match="localiser parameters miss layers"):
+        loc.train_localiser(_FakeRun("shapes"), {k: v for k, v in p.items() if k != "layers"}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# --- the chapter's readers, on a fabricated results folder
+
+def _fabricate(root, seeds=(0, 1, 2)):
+    """Result folders as the grid writes them, with made-up numbers: PCR better than SCR by
+    about 4 points, all layers better than fc by 1, the union 2 points under PCR-all."""
+    from vgg_lib.runs import write_json
+
+    base = {"SCR-fc": 40.0, "SCR-all": 39.0, "PCR-fc": 36.0, "PCR-all": 35.0, "PCR-all-lr0.001": 60.0}
+    for name in [*X.LOCALISERS, *X.LOCALISER_UNIONS]:
+        for seed in X.localiser_seeds(name, seeds):
+            folder = root / "localisation" / f"{name}-s{seed}"
+            folder.mkdir(parents=True)
+            p = X.localisation_params(name, seed)
+            e = base.get(name, 35.0) + 0.3 * seed
+            summary = {"status": "finished", "units": "percent", "top1_loc_error": e + 10,
+                       "top5_loc_error": e - (2.0 if name in X.LOCALISER_UNIONS else 0.0) - 0.1 * seed,
+                       "protocol2_images": 20}
+            if name in X.LOCALISERS:
+                summary.update(protocol1_error=e, protocol1_images=50, epochs_done=3, seconds=1.0)
+                (folder / "metrics.csv").write_text("epoch,train_loss,val_top1_err,lr\n1,0.5,50.0,0.001\n")
+            write_json(folder / "params.json", p)
+            write_json(folder / "summary.json", summary)
+            write_json(folder / "provenance.json", X.provenance("fabricated", 60.0, commit="0" * 40))
+            np.savez(folder / "examples.npz", raw_boxes=np.zeros((2, 6, 10, 4), np.float32),
+                     raw_scores=np.full((2, 6, 10), 0.1, np.float32), guess_classes=np.zeros((2, 5), int),
+                     guess_boxes=np.zeros((2, 5, 4), np.float32), guess_scores=np.ones((2, 5)),
+                     gt_boxes=np.ones((2, 4)), labels=np.zeros(2, int), val_size=np.int64(50),
+                     image_size=np.int64(64), pixels_per_image_pixel=np.float64(37 / 64))
+    return root
+
+
+def test_chapter_reads_a_results_folder_and_computes_its_comparisons(tmp_path):
+    df = X.localisation_table(_fabricate(tmp_path))
+    assert len(df) == 3 * (len(X.TABLE8) + len(X.LOCALISER_UNIONS)) + 1  # + the learning-rate check, seed 0
+    assert df[df.variant == "PCR-all-lr0.001"].lr.tolist() == [0.001]
+    pcr = df[df.variant == "PCR-all"].set_index("seed")
+    assert pcr.protocol1_error.tolist() == pytest.approx([35.0, 35.3, 35.6])
+    assert (pcr.regression == "PCR").all() and (pcr.layers == "all").all() and (pcr.minutes == 1.0).all()
+    union = df[df.variant == "PCR-fc+PCR-all"]
+    assert (union.regression == "union").all() and union.protocol1_error.isna().all()
+    c = X.localisation_comparisons(df)
+    assert c.loc["PCR vs SCR, fc layers", "diff"] == pytest.approx(-4.0)
+    assert c.loc["all vs fc layers, PCR", "diff"] == pytest.approx(-1.0)
+    assert c.loc["PCR-fc+PCR-all vs PCR-all, protocol 2 top-5", "diff"] == pytest.approx(-2.0)
+    assert c.loc["SCR-all+PCR-all vs SCR-all, protocol 2 top-5", "diff"] == pytest.approx(35.0 - 39.0 - 2.0)
+    assert (c.seeds == 3).all() and (c.low <= c["diff"]).all() and (c["diff"] <= c.high).all()
+    ci = X.mean_ci(pcr.protocol1_error)
+    assert ci["mean"] == pytest.approx(35.3) and ci["low"] < 35.3 < ci["high"]
+    ex = X.localisation_examples("PCR-all", 1, tmp_path)
+    assert ex["raw_boxes"].shape == (2, 6, 10, 4) and int(ex["val_size"]) == 50
+    assert X.localisation_metrics("SCR-fc", 0, tmp_path).epoch.tolist() == [1]
+
+
+def test_chapter_says_how_to_make_missing_results(tmp_path):
+    _fabricate(tmp_path, seeds=(0, 1))
+    with pytest.raises(FileNotFoundError, match=r"localisation result SCR-fc-s2 is not in .*make localise"):
+        X.localisation_table(tmp_path)
+    df = X.localisation_table(tmp_path, seeds=(0,))
+    with pytest.raises(ValueError, match="share 1 seed"):
+        X.localisation_comparisons(df)
+
+
+# --- one tiny grid, end to end
+
+@pytest.mark.slow
+def test_a_tiny_localisation_grid_writes_its_result_folders_and_reuses_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(X, "RUNS", {"tiny": dict(config="A", dataset="shapes", train_size=64, val_size=32,
+                                                 epochs=1, batch_size=32, width=0.0625)})
+    monkeypatch.setattr(X, "ORDER", ("tiny",))
+    monkeypatch.setattr(X, "LOC_SOURCE", "tiny")
+    monkeypatch.setattr(X, "LOCALISATION", dict(lr=1e-3, epochs=2, batch_size=16, train_size=64, val_size=40,
+                                                protocol2_size=6, examples=3))
+    results, work = tmp_path / "results", tmp_path / "runs"
+    assert X.reproduce(seeds=(0,), jobs=1, results=results, work=work, parts=("train", "localise")) == []
+    for name in X.LOCALISERS:
+        folder = results / "localisation" / f"{name}-s0"
+        assert sorted(p.name for p in folder.iterdir()) == RESULT_FILES  # no checkpoint in results
+        assert (work / "reference" / "localisation" / f"{name}-s0" / "checkpoint.pt").is_file()
+        s = json.loads((folder / "summary.json").read_text())
+        assert s["status"] == "finished" and s["units"] == "percent" and s["epochs_done"] == 2
+        assert s["protocol1_images"] == 40 and s["protocol2_images"] == 6 and s["protocol2_scales"] == [32, 37, 42]
+        assert 0 <= s["top5_loc_error"] <= s["top1_loc_error"] <= 100 and 0 <= s["protocol1_error"] <= 100
+        prov = json.loads((folder / "provenance.json").read_text())
+        assert prov["command"] == f"python -m vgg_lib.experiments localise --variants {name} --seeds 0"
+        assert prov["threads"] == 1 and prov["wall_seconds"] > 0 and prov["git_commit"] and prov["cpu"]
+        assert json.loads((folder / "params.json").read_text()) == X.localisation_params(name, 0)
+        for p in folder.iterdir():
+            assert p.stat().st_size < 2 ** 21
+            if p.suffix in (".json", ".csv"):
+                assert str(tmp_path) not in p.read_text(), p
+    union = results / "localisation" / "PCR-fc+PCR-all-s0"
+    assert sorted(p.name for p in union.iterdir()) == UNION_FILES
+    ex = X.localisation_examples("PCR-fc+PCR-all", 0, results)
+    one = X.localisation_examples("PCR-all", 0, results)
+    assert ex["raw_boxes"].shape[0] == 3 and ex["raw_boxes"].shape[1] == 2 * one["raw_boxes"].shape[1]  # both nets' boxes
+    assert (ex["guess_classes"][:, 0] == one["guess_classes"][:, 0]).all()  # the same classifier ranks the classes
+    assert np.allclose(ex["gt_boxes"], one["gt_boxes"]) and ex["raw_boxes"].shape[2] == 10
+    before = {p: p.stat().st_mtime_ns for p in (results / "localisation").rglob("*")}
+    assert X.reproduce(seeds=(0,), jobs=1, results=results, work=work, parts=("train", "localise")) == []
+    assert before == {p: p.stat().st_mtime_ns for p in (results / "localisation").rglob("*")}  # all reused
+
+
+# --- the committed localisation results
+
+LOC_RESULTS = X.results_root() / "localisation"
+
+
+@pytest.mark.skipif(not LOC_RESULTS.is_dir(), reason="no results/localisation folder (make localise)")
+def test_every_committed_localisation_result_is_finished_with_its_provenance():
+    df = X.localisation_table()  # every variant and seed of the grid is there
+    assert set(df.variant) == {*X.LOCALISERS, *X.LOCALISER_UNIONS}
+    for name in [*X.LOCALISERS, *X.LOCALISER_UNIONS]:
+        for seed in X.localiser_seeds(name):
+            folder = X.localisation_folder(name, seed, X.results_root())
+            assert sorted(p.name for p in folder.iterdir()) == (RESULT_FILES if name in X.LOCALISERS else UNION_FILES)
+            assert json.loads((folder / "params.json").read_text()) == X.localisation_params(name, seed)
+            prov = json.loads((folder / "provenance.json").read_text())
+            for key in ("git_commit", "command", "cpu", "threads", "wall_seconds", "date"):
+                assert prov[key] not in (None, ""), (name, seed, key)
+            s = json.loads((folder / "summary.json").read_text())
+            assert s["units"] == "percent" and s["protocol2_images"] == X.LOCALISATION["protocol2_size"]
+    assert (df[df.variant.isin(X.TABLE8)].protocol1_images == X.LOCALISATION["val_size"]).all()

@@ -5,6 +5,7 @@ Every run of the grid is named here once (``RUNS``); the chapters read their res
 
     python -m vgg_lib.experiments reproduce           # the whole grid (make reproduce), resumable
     python -m vgg_lib.experiments verify              # re-run the cheapest run, compare
+    python -m vgg_lib.experiments localise            # only Appendix A's localisers (make localise)
 
     from vgg_lib import experiments as X
     X.table("DEPTH")                 # one row per run and seed: errors in percent, epochs, ...
@@ -154,6 +155,37 @@ EVALS: dict[str, list[tuple]] = {
 # the same architecture) on `shapes`, a data set none of them saw, scored by a linear SVM.
 TRANSFER_SOURCES = ("A-full", "D-full", "E-full", "random D")  # the depth nets trained to the end
 TRANSFER_TARGET = dict(dataset="shapes", train=2_000, test=2_000, image_size=64)
+
+# Appendix A in miniature: the D-shapes nets (config D on `shapes`, whose images have exact
+# boxes) turned into localisers, SCR or PCR, fine-tuning all layers or only fc6-fc8 (Table 8 has
+# SCR fc, PCR fc and PCR all; SCR all is ours), on `train_size` images under the plateau schedule
+# of Sect. 3.1 with an epoch cap (the CPU budget: about 2 minutes per localiser on one core).
+# Protocol 1 on `val_size` validation images (also the schedule's validation set, as for the
+# classification runs); protocol 2 on the first `protocol2_size` of them at the three test
+# scales of Sect. 4.2 (the paper's 256, 384, 512 become 32, 37, 42), boxes of all scales merged.
+# `examples`: images whose raw and merged boxes are kept for the chapter's figure.
+# The learning rate: Appendix A.1's 1e-3 goes with the paper's box units, which it does not
+# state (in pixels of a 224 crop the loss and its gradients are far larger than with our boxes
+# as fractions of the crop). Measured on a shapes net A (PCR, all layers, 6,000 images): at
+# 1e-3 the error was still 72% after 16 epochs; 0.01 gave 42% and 0.03 19% after 10. So the
+# grid starts at 0.03, and one check run per seed 0 keeps the paper's 1e-3 at the same budget.
+LOC_SOURCE = "D-shapes"
+LOCALISATION = dict(lr=0.03, epochs=10, batch_size=64, train_size=4_000, val_size=5_000, protocol2_size=1_000,
+                    examples=8)
+LOCALISERS: dict[str, dict] = {"SCR-fc": dict(per_class=False, layers="fc"),
+                               "SCR-all": dict(per_class=False, layers="all"),
+                               "PCR-fc": dict(per_class=True, layers="fc"),
+                               "PCR-all": dict(per_class=True, layers="all"),
+                               # the paper's learning rate, same budget: seed 0 only
+                               "PCR-all-lr0.001": dict(per_class=True, layers="all", lr=0.001, seeds=(0,))}
+TABLE8 = ("SCR-fc", "SCR-all", "PCR-fc", "PCR-all")  # the 2x2 design, every seed
+# Table 10's full system pools the boxes of several localisers (Appendix A.2: two per-class nets
+# fine-tuned at different scales). Here, within a seed (so each union's gain over a member alone
+# is a paired comparison over seeds): the two per-class nets (fc layers and all layers
+# fine-tuned), planned first; and SCR + PCR with all layers, added after seed 0 showed the
+# fc-only nets far weaker than the all-layer ones (the paper fuses nets of similar quality).
+LOCALISER_UNIONS: dict[str, tuple[str, ...]] = {"PCR-fc+PCR-all": ("PCR-fc", "PCR-all"),
+                                                "SCR-all+PCR-all": ("SCR-all", "PCR-all")}
 
 # Scheduling order: what the chapters need most comes first.
 ORDER = ("A-full", "E-full", "D-full", "B-full", "A-LRN-full", "C-full", "B-5x5-full", "A", "D", "B", "E", "C", "A-LRN", "B-5x5", "D-12ep", "D-S384", "D-S256-512", "D-S256-longer", "A-shapes", "D-shapes", "D-shapes-S384", "D-shapes-S256-512", "D-shapes-S256-longer", "A-plain-glorot",
@@ -425,37 +457,244 @@ def transfer_run(source: str, seed: int, results=None, work=None, log=print) -> 
     return out
 
 
+# --- localisation (Appendix A) ---------------------------------------------------------------------
+
+def localiser_seeds(name: str, seeds=SEEDS) -> tuple[int, ...]:
+    """The seeds of ``seeds`` for which the grid has localiser or union ``name``."""
+    return tuple(s for s in seeds if s in LOCALISERS.get(name, {}).get("seeds", seeds))
+
+
+def localisation_folder(name: str, seed: int, root) -> Path:
+    """``<root>/localisation/<variant or union>-s<seed>``: the layout of results and checkpoints."""
+    return Path(root) / "localisation" / folder_name(name, seed)
+
+
+def localisation_params(name: str, seed: int) -> dict:
+    """The parameters of localiser ``name`` (a key of ``LOCALISERS``) or of a union of
+    localisers (``LOCALISER_UNIONS``) with ``seed``; ``source`` as the repository names it."""
+    if name not in LOCALISERS and name not in LOCALISER_UNIONS:
+        raise ValueError(f"localisation variant {name!r} is unknown; allowed: "
+                         f"{', '.join([*LOCALISERS, *LOCALISER_UNIONS])}")
+    S = train_params(LOC_SOURCE, seed)["S"]
+    common = {"source": f"runs/reference/{folder_name(LOC_SOURCE, seed)}", "S": S,
+              "protocol2_scales": list(test_scales(S, CROP, "paper")), "seed": seed}
+    if name in LOCALISER_UNIONS:
+        keep = ("val_size", "protocol2_size", "examples")
+        return {"kind": "localise-union", "members": list(LOCALISER_UNIONS[name]), **common,
+                **{k: LOCALISATION[k] for k in keep}}
+    variant = {k: v for k, v in LOCALISERS[name].items() if k != "seeds"}
+    return {"kind": "localise", **LOCALISATION, **variant, **common}
+
+
+def _localisation_source(seed: int, work):
+    """The finished D-shapes net of ``seed`` (``ValueError`` in one line if it is not there)."""
+    return load_run(work_root(work) / folder_name(LOC_SOURCE, seed))
+
+
+def _localisation_command(name: str, seed: int) -> str:
+    return f"python -m vgg_lib.experiments localise --variants {name} --seeds {seed}"
+
+
+LOCALISATION_FILES = ("params.json", "metrics.csv", "summary.json", "examples.npz")
+
+
+def localise_run(name: str, seed: int, results=None, work=None, log=print) -> Path:
+    """Fine-tune and test localiser ``name`` from the D-shapes net of ``seed`` with
+    ``localisation.train_localiser`` (the code of the localise job): the checkpoint under
+    ``runs/reference/localisation/``, the light files and provenance under
+    ``results/localisation/<name>-s<seed>/``. A finished run with the same parameters is reused."""
+    import torch
+
+    from . import localisation as L
+
+    wanted = localisation_params(name, seed)
+    if name not in LOCALISERS:
+        raise ValueError(f"{name!r} is a union of localisers, not one; allowed: {', '.join(LOCALISERS)}")
+    out = localisation_folder(name, seed, results_root(results))
+    work_dir = localisation_folder(name, seed, work_root(work))
+    if status(out) == "finished" and status(work_dir) == "finished" and _read(out / "params.json") == wanted:
+        return out
+    source = _localisation_source(seed, work)
+    if _read(work_dir / "params.json") != wanted or status(work_dir) != "finished":
+        torch.set_num_threads(1)
+        commit = _git_commit()
+        t0 = time.perf_counter()
+        L.train_localiser(source, wanted, work_dir)
+        record = provenance(_localisation_command(name, seed), time.perf_counter() - t0, commit=commit)
+        write_json(work_dir / "provenance.json", record)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in (*LOCALISATION_FILES, "provenance.json"):
+        shutil.copyfile(work_dir / f, out / f)
+    s = read_summary(out)
+    log(f"localised {folder_name(name, seed)}: protocol 1 {s['protocol1_error']:.1f}%, protocol 2 "
+        f"top-5 {s.get('top5_loc_error', float('nan')):.1f}% in {s['seconds']:.0f} s of fine-tuning")
+    return out
+
+
+def localise_union_run(name: str, seed: int, results=None, work=None, log=print) -> Path:
+    """Protocol 2 for a union of localisers of one seed (``LOCALISER_UNIONS``): their boxes
+    pooled and merged, rated by the D-shapes net; ``params.json``, ``summary.json``,
+    ``examples.npz`` and ``provenance.json`` under ``results/localisation/<name>-s<seed>/``."""
+    import torch
+
+    from . import localisation as L
+
+    if name not in LOCALISER_UNIONS:
+        raise ValueError(f"localisation union {name!r} is unknown; allowed: {', '.join(LOCALISER_UNIONS)}")
+    wanted = localisation_params(name, seed)
+    out = localisation_folder(name, seed, results_root(results))
+    if status(out) == "finished" and _read(out / "params.json") == wanted:
+        return out
+    source = _localisation_source(seed, work)
+    nets = [L.load_localiser(localisation_folder(m, seed, work_root(work)), source) for m in wanted["members"]]
+    torch.set_num_threads(1)
+    commit = _git_commit()
+    t0 = time.perf_counter()
+    scores = L.evaluate_localisers(nets, source, wanted, out)
+    seconds = time.perf_counter() - t0
+    write_json(out / "params.json", wanted)
+    write_json(out / "provenance.json", provenance(_localisation_command(name, seed), seconds, commit=commit))
+    write_json(out / "summary.json", {"status": "finished", "units": "percent", **scores})
+    log(f"localised {folder_name(name, seed)}: protocol 2 top-5 {scores['top5_loc_error']:.1f}%")
+    return out
+
+
+def localisation_table(results=None, seeds=SEEDS):
+    """One row per localiser or union and seed: protocol 1 error, protocol 2 top-1 and top-5
+    errors (percent), how many images each used, epochs of fine-tuning and minutes."""
+    import pandas as pd
+
+    rows = []
+    for name in [*LOCALISERS, *LOCALISER_UNIONS]:
+        for seed in localiser_seeds(name, seeds):
+            folder = localisation_folder(name, seed, results_root(results))
+            if status(folder) != "finished":
+                raise FileNotFoundError(f"localisation result {folder_name(name, seed)} is not in "
+                                        f"{results_root(results)}: run `make localise` (or python -m "
+                                        f"vgg_lib.experiments localise --variants {name} --seeds {seed})")
+            s, p = read_summary(folder), json.loads((folder / "params.json").read_text())
+            nan = float("nan")
+            rows.append({"variant": name, "seed": seed, "lr": p.get("lr"),
+                         "regression": "PCR" if p.get("per_class") else ("SCR" if "per_class" in p else "union"),
+                         "layers": p.get("layers", "+".join(p.get("members", []))),
+                         "protocol1_error": s.get("protocol1_error", nan), "protocol1_images": s.get("protocol1_images"),
+                         "top1_loc_error": s.get("top1_loc_error", nan), "top5_loc_error": s.get("top5_loc_error", nan),
+                         "protocol2_images": s.get("protocol2_images"), "epochs": s.get("epochs_done"),
+                         "minutes": json.loads((folder / "provenance.json").read_text())["wall_seconds"] / 60})
+    return pd.DataFrame(rows)
+
+
+def mean_ci(values, level: float = 0.95) -> dict:
+    """Mean of ``values`` (one per seed) with its t confidence interval."""
+    from scipy import stats
+
+    v = np.asarray(values, float)
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return {"mean": float(v.mean()), "low": float(v.mean() - half), "high": float(v.mean() + half), "seeds": len(v)}
+
+
+# Table 8's two questions, each (better-by-the-paper, baseline, value): per-class regression
+# against single-class at the same layers (fc only: the paper's pair; all layers: ours), and
+# all layers against fc only for PCR (the paper's pair) and SCR (ours). Then the full system:
+# each union of localisers against its members alone.
+LOCALISATION_COMPARISONS = {
+    "PCR vs SCR, fc layers": ("PCR-fc", "SCR-fc", "protocol1_error"),
+    "PCR vs SCR, all layers": ("PCR-all", "SCR-all", "protocol1_error"),
+    "all vs fc layers, PCR": ("PCR-all", "PCR-fc", "protocol1_error"),
+    "all vs fc layers, SCR": ("SCR-all", "SCR-fc", "protocol1_error"),
+    "PCR-fc+PCR-all vs PCR-all, protocol 2 top-5": ("PCR-fc+PCR-all", "PCR-all", "top5_loc_error"),
+    "SCR-all+PCR-all vs PCR-all, protocol 2 top-5": ("SCR-all+PCR-all", "PCR-all", "top5_loc_error"),
+    "SCR-all+PCR-all vs SCR-all, protocol 2 top-5": ("SCR-all+PCR-all", "SCR-all", "top5_loc_error"),
+}
+
+
+def localisation_comparisons(df, comparisons=None):
+    """Per comparison of ``LOCALISATION_COMPARISONS``: ``better - baseline`` (error points,
+    negative = ``better`` wins) paired over seeds (the variants of a seed share their source
+    net), with its 95% interval, on a ``localisation_table``."""
+    import pandas as pd
+
+    rows = []
+    for label, (better, base, value) in (comparisons or LOCALISATION_COMPARISONS).items():
+        a = df[df.variant == base].set_index("seed")[value]
+        b = df[df.variant == better].set_index("seed")[value]
+        seeds = sorted(set(a.index) & set(b.index))
+        if len(seeds) < 2:
+            raise ValueError(f"{label}: {better} and {base} share {len(seeds)} seed(s); a paired interval needs 2 or more")
+        d = paired_difference(a.loc[seeds], b.loc[seeds])
+        rows.append({"comparison": label, "better": better, "baseline": base, "value": value,
+                     "diff": d["diff"], "low": d["low"], "high": d["high"], "seeds": len(seeds)})
+    return pd.DataFrame(rows).set_index("comparison")
+
+
+def localisation_metrics(name: str, seed: int, results=None):
+    """Per-epoch training history (metrics.csv) of localiser ``name``/``seed``."""
+    import pandas as pd
+
+    return pd.read_csv(localisation_folder(name, seed, results_root(results)) / "metrics.csv")
+
+
+def localisation_examples(name: str, seed: int, results=None) -> dict:
+    """The saved boxes of a few validation images (``localisation.dense_examples``): raw
+    ``(n, K, C, 4)`` boxes and scores before merging, the top-5 guesses after it, the ground
+    truth, and ``val_size``/``image_size``/``pixels_per_image_pixel`` to rebuild the images."""
+    with np.load(localisation_folder(name, seed, results_root(results)) / "examples.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
 # --- the grid ------------------------------------------------------------------------------------
 
-def tasks(names=None, seeds=SEEDS) -> list[tuple]:
-    """Every (kind, name, seed, spec) of the grid, in scheduling order."""
+PARTS = ("train", "eval", "transfer", "localise")
+
+
+def tasks(names=None, seeds=SEEDS, parts=PARTS, localisers=None) -> list[tuple]:
+    """Every (kind, name, seed, spec) of the grid, in scheduling order. ``parts``: which kinds
+    of work besides training (``"eval"``, ``"transfer"``, ``"localise"``: the localisers and
+    their unions, when their source ``LOC_SOURCE`` is among ``names``); ``localisers``: only
+    these variants and unions (default all)."""
     names = ORDER if names is None else names
     out = []
     for name in names:
         for seed in seeds:
             out.append(("train", name, seed, None))
-            out += [("eval", name, seed, spec) for spec in EVALS.get(name, [])]
-    for source in TRANSFER_SOURCES:
-        base = source.split()[-1]
-        if base in names:
-            out += [("transfer", source, seed, None) for seed in seeds]
+            if "eval" in parts:
+                out += [("eval", name, seed, spec) for spec in EVALS.get(name, [])]
+    if "transfer" in parts:
+        for source in TRANSFER_SOURCES:
+            base = source.split()[-1]
+            if base in names:
+                out += [("transfer", source, seed, None) for seed in seeds]
+    if "localise" in parts and LOC_SOURCE in names:
+        wanted = set(LOCALISERS) | set(LOCALISER_UNIONS) if localisers is None else set(localisers)
+        for union in wanted & set(LOCALISER_UNIONS):
+            wanted |= set(LOCALISER_UNIONS[union])
+        for seed in seeds:
+            out += [("localise", v, seed, None) for v in LOCALISERS if v in wanted and seed in localiser_seeds(v)]
+            out += [("localise-union", u, seed, None) for u in LOCALISER_UNIONS if u in wanted]
     return out
 
 
-def reproduce(names=None, seeds=SEEDS, jobs: int = 2, results=None, work=None) -> list[str]:
+def needs(task) -> set[tuple]:
+    """The tasks (``(kind, name, seed)``) that must be done before ``task`` starts."""
+    kind, name, seed, _ = task
+    if kind == "eval":
+        return {("train", name, seed)}
+    if kind == "transfer":
+        return {("train", name.split()[-1], seed)}
+    if kind == "localise":
+        return {("train", LOC_SOURCE, seed)}
+    if kind == "localise-union":
+        return {("localise", member, seed) for member in LOCALISER_UNIONS[name]}
+    return {("train", d, seed) for d in dependencies(name)}
+
+
+def reproduce(names=None, seeds=SEEDS, jobs: int = 2, results=None, work=None, parts=PARTS,
+              localisers=None) -> list[str]:
     """Run the grid with ``jobs`` processes of one thread each; a task starts when what it
     needs is done; finished runs and evaluations are reused. Returns the failures."""
-    todo = tasks(names, seeds)
+    todo = tasks(names, seeds, parts, localisers)
     done, broken, failed, running = set(), set(), [], set()
     lock = threading.Condition()
-
-    def needs(t):
-        kind, name, seed, _ = t
-        if kind == "eval":
-            return {("train", name, seed)}
-        if kind == "transfer":
-            return {("train", name.split()[-1], seed)}
-        return {("train", d, seed) for d in dependencies(name)}
 
     def key(t):
         return t[:3] if t[0] != "eval" else t
@@ -467,6 +706,10 @@ def reproduce(names=None, seeds=SEEDS, jobs: int = 2, results=None, work=None) -
                 train_run(name, seed, results, work)
             elif kind == "transfer":
                 transfer_run(name, seed, results, work)
+            elif kind == "localise":
+                localise_run(name, seed, results, work)
+            elif kind == "localise-union":
+                localise_union_run(name, seed, results, work)
             else:
                 evaluate_run(name, seed, *spec, results=results, work=work)
             ok = True
@@ -626,6 +869,17 @@ def verify(name: str = VERIFY[0], seed: int = VERIFY[1], results=None, work=None
 
 # --- command line -------------------------------------------------------------------------------
 
+def _with_dependencies(runs) -> list[str]:
+    """``runs`` and every run they start from, in scheduling order."""
+    wanted, stack = set(), list(runs)
+    while stack:
+        n = stack.pop()
+        if n not in wanted:
+            wanted.add(n)
+            stack += dependencies(n)
+    return [n for n in ORDER if n in wanted]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m vgg_lib.experiments", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -642,19 +896,22 @@ def main(argv=None) -> int:
     t = sub.add_parser("transfer", help="Appendix B features of one source net on shapes")
     t.add_argument("source", choices=list(TRANSFER_SOURCES))
     t.add_argument("seed", type=int)
+    loc = sub.add_parser("localise", help=f"Appendix A: the localisers of {LOC_SOURCE} (trained first if missing)")
+    loc.add_argument("--variants", nargs="+", choices=[*LOCALISERS, *LOCALISER_UNIONS],
+                     help="only these localisers or unions (a union brings its members)")
+    loc.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    loc.add_argument("--jobs", type=int, default=1, help="tasks at a time, one thread each")
     sub.add_parser("verify", help=f"re-train {folder_name(*VERIFY)} and compare with results/")
     args = p.parse_args(argv)
     if args.cmd == "reproduce":
-        names = None
-        if args.runs:
-            wanted, stack = set(), list(args.runs)
-            while stack:
-                n = stack.pop()
-                if n not in wanted:
-                    wanted.add(n)
-                    stack += dependencies(n)
-            names = [n for n in ORDER if n in wanted]
+        names = _with_dependencies(args.runs) if args.runs else None
         failures = reproduce(names, tuple(args.seeds), args.jobs)
+        for f in failures:
+            print(f, file=sys.stderr)
+        return 1 if failures else 0
+    if args.cmd == "localise":  # the localisers and the training runs they start from, nothing else
+        failures = reproduce(_with_dependencies([LOC_SOURCE]), tuple(args.seeds), args.jobs,
+                             parts=("train", "localise"), localisers=args.variants)
         for f in failures:
             print(f, file=sys.stderr)
         return 1 if failures else 0
@@ -821,7 +1078,8 @@ def grid_wall_time(results=None) -> dict:
     provenance record."""
     spans = []
     root = results_root(results)
-    for f in list(root.glob("*/provenance.json")) + list(root.glob("*/eval_*.json")) + list(root.glob("transfer/*.json")):
+    for f in (list(root.glob("*/provenance.json")) + list(root.glob("*/eval_*.json")) + list(root.glob("transfer/*.json"))
+              + list(root.glob("localisation/*/provenance.json"))):
         p = json.loads(f.read_text())
         p = p.get("provenance", p)
         end = datetime.fromisoformat(p["date"])

@@ -23,13 +23,20 @@ Two test protocols (Appendix A.2):
 Training targets are ``(N, 5)`` float tensors: the encoded box then the class label (a float
 holding an integer), so that any training loop moving ``(x, target)`` batches can carry them;
 ``LocalisationData`` makes them from a data set with boxes (``Shapes.boxes()``).
+
+``train_localiser`` does all of it for one localiser from a finished classification run on
+``shapes`` and writes a run folder; the papermill job ``book/jobs/localise.ipynb`` and the
+reference grid (``vgg_lib.experiments.localise_run``) both call it.
 """
 
 from __future__ import annotations
 
 import copy
+import time
+from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -234,8 +241,13 @@ def fine_tune_localiser(net: VGG, train_loader, val_loader=None, *, layers: str 
     parameters = fine_tune_parameters(net, layers)
     from .train import fit  # the shared loop; imported here so this module loads without it
 
-    return fit(net, train_loader, val_loader, epochs=epochs, lr=lr, loss_fn=box_loss_sum,
-               correct_fn=box_correct, parameters=parameters, **fit_kwargs).history
+    fitted = fit(net, train_loader, val_loader, epochs=epochs, lr=lr, loss_fn=box_loss_sum,
+                 correct_fn=box_correct, parameters=parameters, **fit_kwargs)
+    if fitted.stop_reason == "diverged":  # a localiser that blew up has no box to test
+        f = fitted.failure or {}
+        raise RuntimeError(f"fine-tuning the localiser diverged (non-finite loss at epoch {f.get('epoch', '?')}, "
+                           f"step {f.get('step', '?')}) at lr {lr:g}; allowed: a lower learning rate")
+    return fitted.history
 
 
 # --- protocol 2: dense boxes, greedy merging -----------------------------------------------------
@@ -337,8 +349,20 @@ def localise(localisers: Sequence[VGG], classifier: VGG, image: torch.Tensor, sc
     with the highest summed score.
     """
     _check_nets(localisers, classifier)
+    return merged_guesses(*pooled_boxes(localisers, classifier, image, scales), k, threshold)
+
+
+def pooled_boxes(localisers: Sequence[VGG], classifier: VGG, image: torch.Tensor, scales) -> tuple[torch.Tensor, torch.Tensor]:
+    """The union of ``dense_boxes`` of every localisation net at every scale: boxes ``(K, C, 4)``
+    and their windows' class posteriors ``(K, C)`` -- what protocol 2 merges."""
     boxes, scores = zip(*[dense_boxes(net, classifier, image, q) for net in localisers for q in scales])
-    boxes, scores = torch.cat(boxes), torch.cat(scores)
+    return torch.cat(boxes), torch.cat(scores)
+
+
+def merged_guesses(boxes: torch.Tensor, scores: torch.Tensor, k: int = 5,
+                   threshold: float = IOU_THRESHOLD) -> list[tuple[int, torch.Tensor, float]]:
+    """Protocol 2's guesses from pooled boxes: the top ``k`` classes by mean posterior, each
+    with the best of its merged boxes (``localise``)."""
     top = scores.mean(0).argsort(descending=True)[:k]
     guesses = []
     for c in top.tolist():
@@ -373,3 +397,162 @@ def protocol2(localisers: Sequence[VGG], classifier: VGG, images, gt_boxes, labe
         wrong[1] += not any(right[:1])
         wrong[5] += not any(right[:5])
     return {"top1_loc_error": 100.0 * wrong[1] / len(images), "top5_loc_error": 100.0 * wrong[5] / len(images)}
+
+
+# --- one localiser end to end: the papermill job (book/jobs/localise.ipynb) and the reference
+# grid (vgg_lib.experiments) both call these, so a localiser is trained and tested one way ---------
+
+PARAMS = ("per_class", "layers", "S", "epochs", "lr", "batch_size", "train_size", "val_size",
+          "protocol2_size", "protocol2_scales", "examples", "seed")
+EXAMPLE_GUESSES = 5  # protocol 2's top-5
+
+
+def source_problem(run) -> str | None:
+    """Why a finished classification run cannot be a localiser's source, or None: its data set
+    must be ``shapes``, the one with ground-truth boxes."""
+    trained_on = run.params.get("dataset")
+    if trained_on != "shapes":
+        return (f"a classification run on shapes (the data with ground-truth boxes); this one was "
+                f"trained on {trained_on!r}")
+    return None
+
+
+def _data_kwargs(run) -> dict:
+    return dict(root=run.params.get("data_root"), image_size=run.params.get("image_size"))
+
+
+def validation_images(run, size: int):
+    """The first ``size`` images of the ``shapes`` validation split at the source run's image size
+    (deterministic: the same images for every localiser and for the book's figures)."""
+    from .data import build_dataset
+
+    return build_dataset("shapes", "val", size=size, **_data_kwargs(run))
+
+
+def protocol2_inputs(run, val_set, S: int, n: int):
+    """Protocol 2's inputs for the first ``n`` images of ``val_set``: each image rescaled to
+    smallest side ``S`` and normalised as the source net's inputs, its box in those pixels
+    ``(n, 1, 4)``, its label."""
+    from .data import test_transform
+
+    rescale_to_S = test_transform(S, mean=run.mean, pixel_scale=run.pixel_scale)
+    images = [rescale_to_S(val_set[i][0]) for i in range(n)]
+    boxes = torch.as_tensor(val_set.boxes()[:n], dtype=torch.float64) * S / val_set.images.shape[-1]
+    return images, boxes[:, None], torch.as_tensor(val_set.labels[:n])
+
+
+def dense_examples(localisers: Sequence[VGG], classifier: VGG, images, gt_boxes, labels, scales,
+                   threshold: float = IOU_THRESHOLD) -> dict:
+    """Protocol 2 on a few images, kept whole for figures: every pooled box and score before
+    merging (``raw_boxes`` ``(n, K, C, 4)``, ``raw_scores`` ``(n, K, C)``) and the top-5 guesses
+    after it (``guess_classes``, ``guess_boxes``, ``guess_scores``), in the pixels of ``images``."""
+    out = {k: [] for k in ("raw_boxes", "raw_scores", "guess_classes", "guess_boxes", "guess_scores")}
+    for image in images:
+        boxes, scores = pooled_boxes(localisers, classifier, image, scales)
+        guesses = merged_guesses(boxes, scores, EXAMPLE_GUESSES, threshold)
+        out["raw_boxes"].append(boxes.numpy().astype("float32"))
+        out["raw_scores"].append(scores.numpy().astype("float32"))
+        out["guess_classes"].append([c for c, _, _ in guesses])
+        out["guess_boxes"].append(torch.stack([b for _, b, _ in guesses]).numpy().astype("float32"))
+        out["guess_scores"].append([s for _, _, s in guesses])
+    out = {k: np.asarray(v) for k, v in out.items()}
+    out["gt_boxes"] = torch.as_tensor(gt_boxes, dtype=torch.float64).reshape(len(images), 4).numpy()
+    out["labels"] = np.asarray(labels, dtype=np.int64)
+    return out
+
+
+def evaluate_localisers(localisers: Sequence[VGG], run, params: dict, out=None) -> dict:
+    """Protocol 2 (top-1 and top-5 errors, %) of ``localisers`` (their boxes pooled) with the
+    source run's net as the classifier, on the first ``params["protocol2_size"]`` validation
+    images at ``params["protocol2_scales"]`` (None: ``S``); with ``params["examples"]`` and
+    ``out``, also ``out/examples.npz`` (``dense_examples`` of the first images, with what
+    rebuilds them: ``val_size``, ``image_size`` and ``pixels_per_image_pixel``)."""
+    from .runs import write_atomic
+
+    S, n = params["S"], params["protocol2_size"]
+    scales = tuple(params.get("protocol2_scales") or (S,))
+    val_set = validation_images(run, params["val_size"])
+    results = {}
+    if n:
+        images, boxes, labels = protocol2_inputs(run, val_set, S, min(n, len(val_set)))
+        t0 = time.perf_counter()
+        results = protocol2(localisers, run.model, images, boxes, labels, scales=scales)
+        results.update(protocol2_images=len(images), protocol2_scales=list(scales),
+                       protocol2_seconds=round(time.perf_counter() - t0, 1))
+    if params.get("examples") and out is not None:
+        images, boxes, labels = protocol2_inputs(run, val_set, S, min(params["examples"], len(val_set)))
+        record = dense_examples(localisers, run.model, images, boxes, labels, scales)
+        record.update(indices=np.arange(len(images)), val_size=np.int64(len(val_set)),
+                      image_size=np.int64(val_set.images.shape[-1]),
+                      pixels_per_image_pixel=np.float64(S / val_set.images.shape[-1]),
+                      classes=np.asarray(run.classes), scales=np.asarray(scales))
+        write_atomic(Path(out) / "examples.npz", lambda f: np.savez_compressed(f, **record))
+    return results
+
+
+def train_localiser(run, params: dict, out, *, device="cpu", max_steps: int | None = None) -> dict:
+    """Fine-tune and test ONE localiser from the finished classification run ``run``
+    (``runs.load_run``) and write its run folder ``out``: ``params.json`` (``params``),
+    ``metrics.csv`` (per epoch), ``checkpoint.pt``, ``results_localisation.json``, ``examples.npz``
+    (``params["examples"]`` images, see ``evaluate_localisers``) and last ``summary.json``
+    (status finished). Returns the results: protocol 1's error on the ``val_size`` validation
+    images, protocol 2's top-1/top-5 errors (``evaluate_localisers``), all in percent.
+
+    ``params`` holds at least ``PARAMS``: SCR or PCR (``per_class``), the fine-tuned ``layers``,
+    the scale ``S`` of training and testing, the plateau schedule's epoch cap and its ``lr``,
+    batch size, image counts and ``seed``. ``max_steps`` cuts training short (tests).
+    """
+    from . import runs
+    from .data import build_dataset, test_transform, train_transform
+    from .train import Loop
+
+    missing = [k for k in PARAMS if k not in params]
+    if missing:
+        raise ValueError(f"localiser parameters miss {', '.join(missing)}; needed: {', '.join(PARAMS)}")
+    problem = source_problem(run)
+    if problem:
+        raise ValueError(f"source={str(run.path)!r} is not allowed: {problem}")
+    p, dev = params, torch.device(device)
+    S, seed = p["S"], p["seed"]
+    train_set = build_dataset("shapes", "train", size=p["train_size"], **_data_kwargs(run))
+    val_set = validation_images(run, p["val_size"])
+    pre = dict(mean=run.mean, pixel_scale=run.pixel_scale)
+    # random crops and flips as in Sect. 3.1; no colour shift (it does not move a box)
+    train_data = LocalisationData(train_set, train_transform(S, run.crop, colour_std=0.0, **pre))
+    val_data = LocalisationData(val_set, test_transform(S, crop=run.crop, **pre))  # protocol 1's centre crop
+    loader = torch.utils.data.DataLoader(train_data, batch_size=p["batch_size"], shuffle=True, drop_last=True,
+                                         generator=torch.Generator().manual_seed(seed))
+    val_loader = torch.utils.data.DataLoader(val_data, batch_size=p["batch_size"])
+    torch.manual_seed(seed)
+    net = localisation_net(run, p["per_class"], data=train_set).to(dev)
+    t0 = time.perf_counter()
+    history = fine_tune_localiser(net, loader, val_loader, layers=p["layers"], epochs=p["epochs"], lr=p["lr"],
+                                  loop=Loop(device=dev, seed=seed, max_steps=max_steps))
+    seconds = time.perf_counter() - t0
+    net = net.cpu().eval()
+    results = {"protocol1_error": protocol1(net, val_loader), "protocol1_images": len(val_data)}
+    results.update(evaluate_localisers([net], run, p, out))
+    results.update(seconds=round(seconds, 1), epochs_done=len(history),
+                   lr_decreases=sum(a["lr"] > b["lr"] for a, b in zip(history, history[1:])))
+    out = Path(out)
+    runs.write_json(out / "params.json", p)
+    runs.write_csv(out / "metrics.csv", history, list(history[0]))
+    runs.save_checkpoint({"model": net.state_dict(), "per_class": p["per_class"], "layers": p["layers"],
+                          "source": str(run.path)}, out / "checkpoint.pt")
+    runs.write_json(out / "results_localisation.json", {**results, "unit": "percent"})
+    runs.write_json(out / "summary.json", {"status": "finished", "units": runs.UNITS, **results})
+    return results
+
+
+def load_localiser(run_dir, source) -> VGG:
+    """The fine-tuned localiser of a finished ``train_localiser`` folder, rebuilt on the
+    classification net ``source`` (a ``Run`` or ``VGG``) it was made from, in eval mode."""
+    from .runs import load_checkpoint, status
+
+    run_dir = Path(run_dir)
+    if status(run_dir) != "finished" or not (run_dir / "checkpoint.pt").is_file():
+        raise ValueError(f"{run_dir.name} is not a finished localiser (no checkpoint.pt or summary.json)")
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    net = localisation_net(source, bool(ckpt["per_class"]))
+    net.load_state_dict(ckpt["model"])
+    return net.eval()
