@@ -167,10 +167,12 @@ TRANSFER_TARGET = dict(dataset="shapes", train=2_000, test=2_000, image_size=64)
 # The learning rate: Appendix A.1's 1e-3 goes with the paper's box units, which it does not
 # state (in pixels of a 224 crop the loss and its gradients are far larger than with our boxes
 # as fractions of the crop). Measured on a shapes net A (PCR, all layers, 6,000 images): at
-# 1e-3 the error was still 72% after 16 epochs; 0.01 gave 42% and 0.03 19% after 10. So the
-# grid starts at 0.03, and one check run per seed 0 keeps the paper's 1e-3 at the same budget.
+# 1e-3 the error was still 72% after 16 epochs; 0.01 gave 42% and 0.03 19% after 10, but at 0.03
+# one of the twelve fine-tunings of the grid (SCR, all layers, seed 2) diverged. So the grid
+# starts at 0.02 with a 12-epoch cap, and one check run for seed 0 keeps the paper's 1e-3 at the
+# same budget.
 LOC_SOURCE = "D-shapes"
-LOCALISATION = dict(lr=0.03, epochs=10, batch_size=64, train_size=4_000, val_size=5_000, protocol2_size=1_000,
+LOCALISATION = dict(lr=0.02, epochs=12, batch_size=64, train_size=4_000, val_size=5_000, protocol2_size=1_000,
                     examples=8)
 LOCALISERS: dict[str, dict] = {"SCR-fc": dict(per_class=False, layers="fc"),
                                "SCR-all": dict(per_class=False, layers="all"),
