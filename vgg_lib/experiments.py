@@ -142,14 +142,12 @@ TABLE3 = ("A", "A-LRN", "B", "B-5x5", "C", "D", "E")
 MULTI_CROP_IMAGES = 5_000
 EVALS: dict[str, list[tuple]] = {
     **{name: [("dense", "paper", None), ("dense", "train", None)]
-       for name in TABLE3 + ("D-12ep", "D-S384", "D-S256-longer", "A-full", "B-full", "D-full", "E-full", "A-LRN-full", "C-full", "B-5x5-full")},
-    **{name: [("dense", "paper", None), ("dense", "train", None)]
-       for name in ("D-shapes", "D-shapes-S384", "D-shapes-S256-longer")},
+       for name in TABLE3 + ("D-12ep", "D-S384", "D-S256-longer", "A-full", "B-full", "D-full", "E-full", "A-LRN-full",
+                             "C-full", "B-5x5-full", "D-shapes", "D-shapes-S384", "D-shapes-S256-longer")},
     # Table 5 is about the jittered nets; multi-crop costs 150 forward passes per image (7 minutes)
-    "D-shapes-S256-512": [("dense", "paper", None), ("dense", "train", None),
-                          ("dense", "paper", MULTI_CROP_IMAGES), ("multi_crop", "paper", MULTI_CROP_IMAGES)],
-    "D-S256-512": [("dense", "paper", None), ("dense", "train", None),
-                   ("dense", "paper", MULTI_CROP_IMAGES), ("multi_crop", "paper", MULTI_CROP_IMAGES)],
+    **{name: [("dense", "paper", None), ("dense", "train", None),
+              ("dense", "paper", MULTI_CROP_IMAGES), ("multi_crop", "paper", MULTI_CROP_IMAGES)]
+       for name in ("D-S256-512", "D-shapes-S256-512")},
 }
 # Appendix B in miniature: fc7 descriptors of the Fashion-MNIST nets (and of an untrained D with
 # the same architecture) on `shapes`, a data set none of them saw, scored by a linear SVM.
@@ -586,13 +584,21 @@ def localisation_table(results=None, seeds=SEEDS):
     return pd.DataFrame(rows)
 
 
-def mean_ci(values, level: float = 0.95) -> dict:
-    """Mean of ``values`` (one per seed) with its t confidence interval."""
+def _t_interval(values, level: float) -> tuple[float, float, float]:
+    """Mean of ``values`` (one per seed), the half-width of its t interval, and its standard error."""
     from scipy import stats
 
     v = np.asarray(values, float)
-    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
-    return {"mean": float(v.mean()), "low": float(v.mean() - half), "high": float(v.mean() + half), "seeds": len(v)}
+    if len(v) < 2:
+        return float(v.mean()), float("nan"), float("nan")
+    se = float(v.std(ddof=1) / np.sqrt(len(v)))
+    return float(v.mean()), float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * se), se
+
+
+def mean_ci(values, level: float = 0.95) -> dict:
+    """Mean of ``values`` (one per seed) with its t confidence interval."""
+    mean, half, _ = _t_interval(values, level)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": len(np.asarray(values))}
 
 
 # Table 8's two questions, each (better-by-the-paper, baseline, value): per-class regression
@@ -935,12 +941,8 @@ if __name__ == "__main__":
 def paired_difference(a, b, level: float = 0.95) -> dict:
     """Mean of ``b - a`` over seeds where ``a`` and ``b`` come from the same nets (e.g. two test
     methods on each seed's net), with a t confidence interval on the paired differences."""
-    from scipy import stats
-
-    d = np.asarray(b, float) - np.asarray(a, float)
-    se = float(d.std(ddof=1) / np.sqrt(len(d)))
-    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * se)
-    return {"diff": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half), "se": se}
+    mean, half, se = _t_interval(np.asarray(b, float) - np.asarray(a, float), level)
+    return {"diff": mean, "low": mean - half, "high": mean + half, "se": se}
 
 
 def _paper_errors(table: int, config: str, train_S: str) -> tuple[float, float]:

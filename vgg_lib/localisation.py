@@ -472,15 +472,17 @@ def evaluate_localisers(localisers: Sequence[VGG], run, params: dict, out=None) 
     S, n = params["S"], params["protocol2_size"]
     scales = tuple(params.get("protocol2_scales") or (S,))
     val_set = validation_images(run, params["val_size"])
+    m = params.get("examples") if out is not None else 0
+    # one rescaled set for both: the examples are the first images of protocol 2's
+    images, boxes, labels = protocol2_inputs(run, val_set, S, min(max(n, m or 0), len(val_set)))
     results = {}
     if n:
-        images, boxes, labels = protocol2_inputs(run, val_set, S, min(n, len(val_set)))
         t0 = time.perf_counter()
-        results = protocol2(localisers, run.model, images, boxes, labels, scales=scales)
-        results.update(protocol2_images=len(images), protocol2_scales=list(scales),
+        results = protocol2(localisers, run.model, images[:n], boxes[:n], labels[:n], scales=scales)
+        results.update(protocol2_images=len(images[:n]), protocol2_scales=list(scales),
                        protocol2_seconds=round(time.perf_counter() - t0, 1))
-    if params.get("examples") and out is not None:
-        images, boxes, labels = protocol2_inputs(run, val_set, S, min(params["examples"], len(val_set)))
+    if m:
+        images, boxes, labels = images[:m], boxes[:m], labels[:m]
         record = dense_examples(localisers, run.model, images, boxes, labels, scales)
         record.update(indices=np.arange(len(images)), val_size=np.int64(len(val_set)),
                       image_size=np.int64(val_set.images.shape[-1]),
