@@ -80,7 +80,7 @@ class TrainConfig:
     geometry scaled down to 32-pixel crops for the small built-in data."""
 
     config: str = _f("A", "network configuration of Table 1: A, A-LRN, B, C, D, E, B-5x5 (or vgg11/13/16/19)")
-    dataset: str = _f("shapes", "shapes | digits | fashion_mnist | cifar10 | imagefolder")
+    dataset: str = _f("shapes", "shapes | shapes_centred | digits | fashion_mnist | cifar10 | imagefolder")
     data_root: str | None = _f(None, "folder of the data (imagefolder: root/train/<class>/*, root/val/<class>/*)")
     download: bool = _f(False, "let torchvision download cifar10 into data_root")
     image_size: int | None = _f(None, "shapes: side at which images are drawn (None: 64)")
@@ -262,8 +262,11 @@ class TrainConfig:
         if same_config and p.get("config") != self.config:
             raise ConfigError(f"{name}={str(path)!r} is a run of config {p.get('config')}, but config="
                               f"{self.config!r}: expected {what}")
+        from .data.datasets import SHAPES_FRAMING as shapes_framings
         for key in ("dataset", "crop", "width", "batch_norm", "pools"):
             theirs = p.get(key, 5) if key == "pools" else p.get(key)  # runs before `pools` had 5
+            if key == "dataset" and {theirs, self.dataset} <= set(shapes_framings):
+                continue  # both framings of shapes have the same ten classes
             if theirs != getattr(self, key):
                 raise ConfigError(f"{name}={str(path)!r} was trained with {key}={theirs!r} but this run "
                                   f"has {key}={getattr(self, key)!r}: the weights would not fit")

@@ -20,7 +20,9 @@ from torch.utils.data import Dataset
 from . import shapes as _shapes
 from .cache import cache_dir, key, save_npy
 
-DATASETS = ("shapes", "digits", "fashion_mnist", "cifar10", "imagefolder")
+DATASETS = ("shapes", "shapes_centred", "digits", "fashion_mnist", "cifar10", "imagefolder")
+# the data sets drawn by `shapes` (same ten classes, so weights move between them), by framing
+SHAPES_FRAMING = {"shapes": "anywhere", "shapes_centred": "centred"}
 SPLITS = ("train", "val", "test")
 SHAPES_SIZES = {"train": 10_000, "val": 2_000, "test": 2_000}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
@@ -82,12 +84,17 @@ class Shapes(ArrayDataset):
         Scenes are drawn again from ``(seed, split)``, which costs milliseconds (no rendering)."""
         if getattr(self, "_boxes", None) is None:
             ident = self.identity
-            scenes = _shapes.sample_scenes(len(self), ident["seed"], ident["split"])
+            scenes = _shapes.sample_scenes(len(self), ident["seed"], ident["split"],
+                                           ident.get("framing", "anywhere"))
             if not np.array_equal(scenes["shape"], self.labels):
                 raise ValueError("these shapes images were not drawn from their identity's (seed, split): "
                                  "their boxes cannot be recomputed")
             self._boxes = _shapes.boxes(scenes) * self.images.shape[-1]
         return self._boxes
+
+
+class ShapesCentred(Shapes):
+    name = "shapes_centred"
 
 
 class Digits(ArrayDataset):
@@ -106,7 +113,7 @@ class FashionMNIST(ArrayDataset):
 # shapes
 # ----------------------------------------------------------------------------------------
 
-def load_shapes(split="train", root=None, image_size=64, seed=0, size=None):
+def load_shapes(split="train", root=None, image_size=64, seed=0, size=None, framing="anywhere"):
     """Render (or read back from the cache) ``size`` images of ``split``: (images, labels).
 
     The cache file names carry every generation parameter and a hash of them; arrays are
@@ -115,11 +122,14 @@ def load_shapes(split="train", root=None, image_size=64, seed=0, size=None):
     size = SHAPES_SIZES[split] if size is None else size
     params = dict(version=_shapes.RENDER_VERSION, split=split, size=int(size),
                   image_size=int(image_size), seed=int(seed))
+    if framing != "anywhere":  # the default framing keeps the keys it had before framings
+        params["framing"] = framing
     folder = Path(root) if root is not None else cache_dir() / "shapes"
-    stem = f"shapes-{split}-{size}x{image_size}px-seed{seed}-{key(params)}"
+    name = "shapes" if framing == "anywhere" else f"shapes-{framing}"
+    stem = f"{name}-{split}-{size}x{image_size}px-seed{seed}-{key(params)}"
     img_path, lbl_path = folder / f"{stem}-images.npy", folder / f"{stem}-labels.npy"
     if not (img_path.exists() and lbl_path.exists()):
-        images, labels = _shapes.generate(size, image_size, seed, split)
+        images, labels = _shapes.generate(size, image_size, seed, split, framing)
         save_npy(lbl_path, labels)
         save_npy(img_path, images)
     return np.load(img_path, mmap_mode="r"), np.load(lbl_path)
@@ -445,6 +455,9 @@ def build_dataset(name, split="train", root=None, *, image_size=None, download=F
     ``image_size`` rescales it; ``imagefolder``: each file's own size unless ``image_size``
     rescales its smallest side), or ``transform(image)`` if a transform is given.
 
+    ``shapes_centred`` is ``shapes`` with every object large and near the middle (see
+    ``shapes.FRAMINGS``).
+
     ``size``: number of images. For ``shapes`` it sets how many are drawn (default
     10,000/2,000/2,000); for the others it takes a seeded random subset of the split.
     ``seed``: the shapes scenes, and the train/val partition of digits and CIFAR-10.
@@ -456,7 +469,7 @@ def build_dataset(name, split="train", root=None, *, image_size=None, download=F
         raise ValueError(f"dataset name={name!r} is not one of {DATASETS}")
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not one of {SPLITS}")
-    _check_int("image_size", image_size, 8 if name in ("shapes",) else 1)
+    _check_int("image_size", image_size, 8 if name in SHAPES_FRAMING else 1)
     _check_int("size", size)
     _check_int("seed", seed, 0)
     if transform is not None and not callable(transform):
@@ -466,11 +479,15 @@ def build_dataset(name, split="train", root=None, *, image_size=None, download=F
         return _subset(ds, size, seed)
     identity = dict(root=None if root is None else str(Path(root).resolve()), split=split,
                     image_size=image_size, seed=seed, size=size)
-    if name == "shapes":
+    if name in SHAPES_FRAMING:
         image_size = image_size or 64
         identity["image_size"] = image_size
-        images, labels = load_shapes(split, root, image_size, seed, size)
-        return Shapes(images, labels, _shapes.CLASSES, transform, identity)
+        framing = SHAPES_FRAMING[name]
+        if framing != "anywhere":  # Shapes.boxes draws the scenes again from it
+            identity["framing"] = framing
+        images, labels = load_shapes(split, root, image_size, seed, size, framing)
+        cls = Shapes if framing == "anywhere" else ShapesCentred
+        return cls(images, labels, _shapes.CLASSES, transform, identity)
     if name == "digits":
         image_size = image_size or 32
         identity["image_size"] = image_size

@@ -26,6 +26,13 @@ CLASSES = ["circle", "ring", "crescent", "triangle", "square", "pentagon", "hexa
 SPLITS = ("train", "val", "test")
 RENDER_VERSION = 2  # bump when the drawing changes: it is part of the cache key
 MIN_RADIUS, MAX_RADIUS = 0.10, 0.45  # object radius, as a fraction of the image side
+# Where the object is. "anywhere": any size in the range above, anywhere in the image (the
+# default). "centred": framed as in most ImageNet photographs, large (radius 25% to 45% of the
+# side) and near the middle (centre within 10% of the side of it). The Training chapter's
+# control for scale jittering: at S = 512 a random crop of "anywhere" images often misses the
+# object, of "centred" ones seldom.
+FRAMINGS = ("anywhere", "centred")
+CENTRED_MIN_RADIUS, CENTRED_OFFSET = 0.25, 0.10
 N_CLUTTER = 4  # at most this many line segments behind the object
 
 
@@ -49,14 +56,23 @@ def _bright(hue, value):
     return c / c.max(axis=1, keepdims=True) * (0.65 + 0.35 * value)
 
 
-def sample_scenes(n: int, seed: int = 0, split: str = "train") -> dict[str, np.ndarray]:
-    """Draw ``n`` scenes (a dict of arrays, one row per image) for ``split`` of ``seed``."""
+def sample_scenes(n: int, seed: int = 0, split: str = "train",
+                  framing: str = "anywhere") -> dict[str, np.ndarray]:
+    """Draw ``n`` scenes (a dict of arrays, one row per image) for ``split`` of ``seed``.
+    ``framing`` (one of ``FRAMINGS``) sets the object's size range and position; the other
+    parameters (shape, colours, background) are the same for both framings."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not one of {SPLITS}")
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing={framing!r} is not one of {FRAMINGS}")
     r = _streams(seed, split)
-    radius = MIN_RADIUS * (MAX_RADIUS / MIN_RADIUS) ** r["radius"].random(n)  # log-uniform
-    margin = radius * 0.8  # objects may touch the border but stay mostly inside
-    centre = margin[:, None] + r["centre"].random((n, 2)) * (1 - 2 * margin[:, None])
+    smallest = MIN_RADIUS if framing == "anywhere" else CENTRED_MIN_RADIUS
+    radius = smallest * (MAX_RADIUS / smallest) ** r["radius"].random(n)  # log-uniform
+    if framing == "anywhere":
+        margin = radius * 0.8  # objects may touch the border but stay mostly inside
+        centre = margin[:, None] + r["centre"].random((n, 2)) * (1 - 2 * margin[:, None])
+    else:
+        centre = 0.5 + CENTRED_OFFSET * (2 * r["centre"].random((n, 2)) - 1)
     dark_bg = r["polarity"].random(n) < 0.5
     fg_bright = _bright(r["fg"].random((n, 3)), r["fg_value"].random((n, 1)))
     fg_dark = r["fg_dark"].random((n, 3)) * 0.35
@@ -213,11 +229,12 @@ def _render_chunk(sc: dict, S: int) -> np.ndarray:
     return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def generate(size: int, image_size: int = 64, seed: int = 0, split: str = "train"):
+def generate(size: int, image_size: int = 64, seed: int = 0, split: str = "train",
+             framing: str = "anywhere"):
     """Draw a whole split: (images uint8 (size, 3, S, S), labels int64 (size,))."""
     if int(size) != size or size < 1:
         raise ValueError(f"size={size!r} must be a positive integer")
-    scenes = sample_scenes(int(size), seed, split)
+    scenes = sample_scenes(int(size), seed, split, framing)
     return render(scenes, image_size), scenes["shape"].astype(np.int64)
 
 
