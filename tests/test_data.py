@@ -395,7 +395,7 @@ def test_batching_fixed_crops(cache):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: build_dataset("mnist"), r"dataset name='mnist' is not one of \('shapes', 'digits'"),
+    (lambda: build_dataset("mnist"), r"dataset name='mnist' is not one of \('shapes', 'shapes_centred', 'digits'"),
     (lambda: build_dataset("shapes", "valid"), r"split='valid' is not one of \('train', 'val', 'test'\)"),
     (lambda: build_dataset("shapes", image_size=4), r"image_size=4 must be an integer >= 8"),
     (lambda: build_dataset("shapes", size=0), r"size=0 must be an integer >= 1"),
@@ -430,7 +430,36 @@ def test_bad_input_messages(call, message):
 
 
 def test_dataset_names():
-    assert DATASETS == ("shapes", "digits", "fashion_mnist", "cifar10", "imagefolder")
+    assert DATASETS == ("shapes", "shapes_centred", "digits", "fashion_mnist", "cifar10", "imagefolder")
+
+
+def test_centred_shapes_are_large_and_near_the_middle_with_the_same_labels():
+    anywhere = shapes.sample_scenes(4000, seed=0, split="val")
+    centred = shapes.sample_scenes(4000, seed=0, split="val", framing="centred")
+    np.testing.assert_array_equal(anywhere["shape"], centred["shape"])
+    np.testing.assert_array_equal(anywhere["bg"], centred["bg"])  # only size and place change
+    assert centred["radius"].min() >= shapes.CENTRED_MIN_RADIUS
+    assert centred["radius"].max() <= shapes.MAX_RADIUS
+    assert np.abs(centred["centre"] - 0.5).max() <= shapes.CENTRED_OFFSET
+    # what the framing is for: a 32-pixel crop of the 73-pixel image (S = 512) that holds the
+    # object's centre, much more often than for objects anywhere
+    def crops_holding_centre(sc, side=73, crop=32):
+        c = sc["centre"] * side
+        return np.mean([((c[:, 0] >= x) & (c[:, 0] < x + crop)).mean() for x in range(side - crop + 1)])
+    assert crops_holding_centre(centred) > 0.75 > 0.6 > crops_holding_centre(anywhere)
+    with pytest.raises(ValueError, match="framing='middle' is not one of"):
+        shapes.sample_scenes(2, framing="middle")
+
+
+def test_centred_shapes_data_set_has_its_own_cache_and_boxes(cache):
+    a = build_dataset("shapes_centred", "val", size=6, image_size=24)
+    b = build_dataset("shapes", "val", size=6, image_size=24)
+    assert a.name == "shapes_centred" and a.identity["framing"] == "centred"
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.images, shapes.generate(6, 24, 0, "val", "centred")[0])
+    scenes = shapes.sample_scenes(6, 0, "val", "centred")
+    np.testing.assert_allclose(a.boxes(), shapes.boxes(scenes) * 24)
 
 
 def test_statistics_of_an_image_folder_skip_corrupt_files(tmp_path, cache):

@@ -59,6 +59,21 @@ def test_dense_averages_raw_scores_then_softmax(small):
     torch.testing.assert_close(E.dense(small, x, q, flip=False), F.softmax(maps.mean((2, 3)), dim=1))
 
 
+def test_dense_posteriors_average_each_windows_softmax(small):
+    x = torch.randn(2, 3, 48, 64)
+    q = 96
+    with torch.no_grad():
+        maps = fully_convolutional(small).eval()(E.rescale(x, q))
+    p = E.dense_posteriors(small, x, q, flip=False)
+    torch.testing.assert_close(p, F.softmax(maps, dim=1).mean((2, 3)))
+    # the mean of posteriors is not the soft-max of the mean score once there are several windows
+    assert not torch.allclose(p, E.dense(small, x, q, flip=False), atol=1e-4)
+    # with one window (Q = crop) the two are the same
+    s = small.input_size
+    y = torch.randn(3, 3, s, s)
+    torch.testing.assert_close(E.dense_posteriors(small, y, s), E.dense(small, y, s))
+
+
 def test_dense_features_are_the_spatial_means_per_image_and_scale(small):
     """The public building block of ``dense`` and of ``vgg_lib.transfer``: (N, len(Q), D) rows
     of spatially averaged maps; ``dense`` is its soft-max version averaged over scales."""
@@ -299,7 +314,7 @@ def test_bad_input_messages(small):
     raises("fuse expects a non-empty list", E.fuse, [])
     raises("k=6 is not valid for 5 classes; allowed: 1 <= k <= 5",
            E.topk_error, torch.rand(3, 5), torch.zeros(3), 6)
-    raises("method 'crops' is unknown; allowed: single_scale, dense, multi_crop, dense_multi_crop",
+    raises("method 'crops' is unknown; allowed: single_scale, dense, dense_posteriors, multi_crop, dense_multi_crop",
            E.evaluate, small, [(x[0], 0)], "crops", [32])
     raises("method 'crops' is unknown", E.multi_scale, "crops", small, x, [32])
     raises("images must be float tensors normalised by preprocess", E.dense, small,
@@ -379,7 +394,7 @@ def test_evaluate_job_bad_values_fail_in_one_line(two_runs, tmp_path):
     unfinished.mkdir()
     cases = [({"run_dirs": str(unfinished)}, f"run_dir={str(unfinished)!r} has no finished checkpoint"),
              ({"run_dirs": str(a), "method": "crops"},
-              "method='crops' is not allowed: one of single_scale, dense, multi_crop, dense_multi_crop"),
+              "method='crops' is not allowed: one of single_scale, dense, dense_posteriors, multi_crop, dense_multi_crop"),
              ({"run_dirs": str(a), "scales": "24,32"},
               "scales='24,32' gives Q=24 for A, smaller than its crop 32: every test scale must be >= 32"),
              ({"run_dirs": str(a), "amp": "fp32"}, "amp='fp32' is not allowed: one of bf16, fp16, off or None")]

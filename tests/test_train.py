@@ -111,7 +111,7 @@ def no_data(monkeypatch):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(config="F"), "config: config name 'F' is unknown; allowed: A, A-LRN, B, C, D, E, B-5x5"),
-    (dict(dataset="imagenet"), "dataset='imagenet' is not allowed: one of shapes, digits, fashion_mnist, cifar10, imagefolder"),
+    (dict(dataset="imagenet"), "dataset='imagenet' is not allowed: one of shapes, shapes_centred, digits, fashion_mnist, cifar10, imagefolder"),
     (dict(S=30), "S=30 is not allowed: an integer >= crop=32 or [Smin, Smax]"),
     (dict(S=[64, 48]), "S=[64, 48] has Smin > Smax"),
     (dict(S=[24, 48]), "S=[24, 48]: Smin is smaller than the crop"),

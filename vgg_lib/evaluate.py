@@ -43,7 +43,7 @@ from torch import nn
 from .data.transforms import rescale, rescaled_size  # noqa: F401  (rescaled_size: re-exported)
 from .models import TORCHVISION_MEAN, TORCHVISION_STD, VGG, fully_convolutional
 
-METHODS = ("single_scale", "dense", "multi_crop", "dense_multi_crop")
+METHODS = ("single_scale", "dense", "dense_posteriors", "multi_crop", "dense_multi_crop")
 
 # torchvision's normalisation written in our units: (p/255 - m)/s == (p - 255 m) * (1/255) / s.
 TORCHVISION_PREPROCESSING = dict(mean=tuple(255 * m for m in TORCHVISION_MEAN),
@@ -361,6 +361,26 @@ def dense(model: VGG, images, Q, flip: bool = True) -> torch.Tensor:
     return dense_features(fcn_of(model), images, qs, flip, head=_softmax).mean(1)
 
 
+def dense_posteriors(model: VGG, images, Q, flip: bool = True) -> torch.Tensor:
+    """``dense`` with one change, not in the paper: each window's soft-max posteriors are
+    averaged over the score map, as ``multi_crop`` averages its crops', instead of its raw
+    scores. Averaging raw scores multiplies the windows' posteriors (a product of experts), so
+    windows that see only background can outvote the few that see a small object; the Testing
+    chapter measures how much of dense's gap to multi-crop that explains."""
+    qs = scales_list(Q)
+    _check_scales(qs, model.input_size, "dense_posteriors")
+    net = fcn_of(model)
+
+    def one(batch, q):
+        x = rescale(batch, q)
+        if flip:
+            x = torch.cat([x, x.flip(-1)])
+        p = F.softmax(_forward(net, x), dim=1).mean((2, 3))
+        return p.view(2, len(batch), -1).mean(0) if flip else p
+
+    return _per_scale(one, images, qs, _device(net)).mean(1)
+
+
 def multi_crop(model: VGG, images, Q, grid: int = 5, flip: bool = True) -> torch.Tensor:
     """Multi-crop evaluation (Sect. 3.2, 4.3): per scale a ``grid`` x ``grid`` regular grid of
     ``model.input_size`` crops (corners and centre included) and their flips -- 50 crops per
@@ -516,7 +536,7 @@ def evaluate(model: VGG, dataset, method: str = "dense", scales=(256,), *, mean=
         raise ValueError(f"workers must be an int >= 0, got {workers!r}")
     if amp is not None and amp not in AMP_CHOICES:
         raise ValueError(f"amp={amp!r} is not allowed: one of {', '.join(AMP_CHOICES)} or None (off)")
-    kwargs = {"single_scale": {}, "dense": {"flip": flip}}.get(fn.__name__,
+    kwargs = {"single_scale": {}, "dense": {"flip": flip}, "dense_posteriors": {"flip": flip}}.get(fn.__name__,
                                                                  {"grid": grid, "flip": flip})
     if len(dataset) == 0:
         raise ValueError("dataset is empty; nothing to evaluate")

@@ -162,6 +162,9 @@ EVALS: dict[str, list[tuple]] = {
               ("dense", "paper", MULTI_CROP_IMAGES), ("multi_crop", "paper", MULTI_CROP_IMAGES)]
        for name in ("D-S256-512", "D-shapes-S256-512")},
 }
+# The cause test of dense's gap to multi-crop on shapes (the Testing chapter): dense with the
+# windows' posteriors averaged instead of their raw scores, on the same images.
+EVALS["D-shapes-S256-512"].append(("dense_posteriors", "paper", MULTI_CROP_IMAGES))
 # Appendix B in miniature: fc7 descriptors of the Fashion-MNIST nets (and of an untrained D with
 # the same architecture) on `shapes`, a data set none of them saw, scored by a linear SVM.
 TRANSFER_SOURCES = ("A-full", "D-full", "E-full", "random D")  # the depth nets trained to the end
@@ -1061,6 +1064,30 @@ def table5(name: str = "D-shapes-S256-512", results=None):
         for method, p in zip(TABLE5_METHODS, (pd_, pc, (pd_ + pc) / 2)):
             rows.append({"seed": seed, "method": method, "top1_err": topk_error(p, y, 1)})
     return pd.DataFrame(rows).pivot(index="seed", columns="method", values="top1_err")[list(TABLE5_METHODS)]
+
+
+DENSE_AVERAGES = {"dense (scores averaged)": "dense", "dense (posteriors averaged)": "dense_posteriors",
+                  "multi-crop": "multi_crop"}
+
+
+def dense_averaging(name: str = "D-shapes-S256-512", results=None):
+    """Top-1 error (%) per seed of dense as in the paper (raw scores averaged over the map), of
+    dense with each window's posteriors averaged, and of multi-crop, at the three test scales on
+    the same ``MULTI_CROP_IMAGES`` validation images: how much of dense's gap to multi-crop is
+    the averaging."""
+    import pandas as pd
+
+    from .evaluate import topk_error
+
+    rows, labels = [], {}
+    for seed in SEEDS:
+        for label, method in DENSE_AVERAGES.items():
+            p, y = posteriors(name, seed, eval_tag(method, "paper", MULTI_CROP_IMAGES), results)
+            if seed in labels and not (labels[seed] == y).all():
+                raise ValueError(f"{folder_name(name, seed)}: {method} scored other images")
+            labels[seed] = y
+            rows.append({"seed": seed, "method": label, "top1_err": topk_error(p, y, 1)})
+    return pd.DataFrame(rows).pivot(index="seed", columns="method", values="top1_err")[list(DENSE_AVERAGES)]
 
 
 # A, A-LRN, B, C, D and E are the nets trained to the end of the schedule (the "-full" runs).
