@@ -364,9 +364,9 @@ def dense(model: VGG, images, Q, flip: bool = True) -> torch.Tensor:
 def dense_posteriors(model: VGG, images, Q, flip: bool = True) -> torch.Tensor:
     """``dense`` with one change, not in the paper: each window's soft-max posteriors are
     averaged over the score map, as ``multi_crop`` averages its crops', instead of its raw
-    scores. Averaging raw scores multiplies the windows' posteriors (a product of experts), so
-    windows that see only background can outvote the few that see a small object; the Testing
-    chapter measures how much of dense's gap to multi-crop that explains."""
+    scores. The soft-max of the mean score is a normalised geometric mean of the windows'
+    posteriors, so windows that see only background can outvote the few that see a small
+    object; the Testing chapter measures how much of dense's gap to multi-crop that explains."""
     qs = scales_list(Q)
     _check_scales(qs, model.input_size, "dense_posteriors")
     net = fcn_of(model)
