@@ -993,21 +993,26 @@ EVALUATED = {"A": "A-full", "A-LRN": "A-LRN-full", "B": "B-full", "B-5x5": "B-5x
 # The scale set, on shapes, where objects vary in size.
 EVALUATED_SHAPES = {"D (shapes), S=256": "D-shapes", "D (shapes), S=256 trained on": "D-shapes-S256-longer",
                     "D (shapes), S=384": "D-shapes-S384", "D (shapes), S=[256,512]": "D-shapes-S256-512"}
+# Its control on centred objects (all three fine-tuned from D-shapes at the same budget).
+EVALUATED_CENTRED = {"D (centred), S=256": "D-centred-S256", "D (centred), S=384": "D-centred-S384",
+                     "D (centred), S=[256,512]": "D-centred-S256-512"}
 # The paper's (config, training scale) of each label, where Tables 3-4 have it.
 PAPER_OF = {"A": ("A", "256"), "A-LRN": ("A-LRN", "256"), "B": ("B", "256"), "C": ("C", "256"),
             "D": ("D", "256"), "E": ("E", "256"), "D, S=384": ("D", "384"),
             "D (shapes), S=256": ("D", "256"), "D (shapes), S=384": ("D", "384"),
-            "D (shapes), S=[256,512]": ("D", "256-512")}
+            "D (shapes), S=[256,512]": ("D", "256-512"), "D (centred), S=384": ("D", "384"),
+            "D (centred), S=[256,512]": ("D", "256-512")}
 
 
 def evaluations(results=None, nets=None):
     """One row per evaluated net and seed: top-1 error (%) of the centre crop at the training
     scale (from training), dense at that scale (Sect. 4.1) and dense at three scales (4.2).
-    ``nets``: label -> run (default: ``EVALUATED`` then ``EVALUATED_SHAPES``)."""
+    ``nets``: label -> run (default: ``EVALUATED``, ``EVALUATED_SHAPES``, ``EVALUATED_CENTRED``)."""
     import pandas as pd
 
     rows = []
-    for label, name in ({**EVALUATED, **EVALUATED_SHAPES} if nets is None else nets).items():
+    default = {**EVALUATED, **EVALUATED_SHAPES, **EVALUATED_CENTRED}
+    for label, name in (default if nets is None else nets).items():
         for seed in SEEDS:
             r = load(name, seed, results)
             S = r["params"]["S"]
