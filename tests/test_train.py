@@ -160,6 +160,10 @@ def test_bad_init_run(no_data, run_a, tmp_path):
     with pytest.raises(ValueError, match=r"was trained with width=0.0625 but this run has width=0.125"):
         TrainConfig(**{**TINY, "width": 0.125}, init_run=str(run_a))
     TrainConfig(**TINY, init_run=str(run_a), lr=1e-3)  # S=384 from S=256, as the paper did
+    # the centred framing of shapes has the same ten classes: the weights fit (the scale control)
+    TrainConfig(**TINY, dataset="shapes_centred", init_run=str(run_a), lr=1e-3)
+    with pytest.raises(ValueError, match=r"was trained with dataset='shapes' but this run has dataset='digits'"):
+        TrainConfig(**TINY, dataset="digits", init_run=str(run_a))
 
 
 # --- run folders ----------------------------------------------------------------------------
