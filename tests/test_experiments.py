@@ -264,9 +264,9 @@ def test_grid_wall_time_is_the_union_of_the_records_even_across_sittings(tmp_pat
 SHORT_BUDGET_SETS = ("DEPTH_12", "SCALE_FASHION", "INIT")
 NOT_FLAT_AT_CAP = {("C-full", 1): "its first division of the rate came at epoch 28 of 30",
                    ("D-shapes", 1): "still at lr 1e-3 at the 40-epoch cap",
-                   # the larger-scale fine-tunings on shapes, still falling at lr 1e-3 at their 12-epoch cap
-                   **{("D-shapes-S384", s): "lr never divided in 12 epochs" for s in (0, 1, 2)},
-                   **{("D-shapes-S256-512", s): "lr never divided in 12 epochs" for s in (0, 1)}}
+                   # the jittered fine-tunings on shapes: a noisy validation curve (its crops of 55-pixel
+                   # images cut the large objects), still at lr 1e-4 at the 30-epoch cap
+                   **{("D-shapes-S256-512", s): "still falling at lr 1e-4 at the 30-epoch cap" for s in (0, 1)}}
 
 
 @committed
