@@ -165,6 +165,12 @@ EVALS: dict[str, list[tuple]] = {
 # The cause test of dense's gap to multi-crop on shapes (the Testing chapter): dense with the
 # windows' posteriors averaged instead of their raw scores, on the same images.
 EVALS["D-shapes-S256-512"].append(("dense_posteriors", "paper", MULTI_CROP_IMAGES))
+# The cause test of the scale verdicts (the Training chapter): every net of the scale sets at each
+# of the three training scales' test scale, so that nets are also compared at one Q.
+CROSS_SCALES = (S_256, S_384, S_512)
+for _name in ("D-shapes", "D-shapes-S256-longer", "D-shapes-S384", "D-shapes-S256-512",
+              "D-centred-S256", "D-centred-S384", "D-centred-S256-512"):
+    EVALS[_name] += [("dense", (q,), None) for q in CROSS_SCALES]
 # Appendix B in miniature: fc7 descriptors of the Fashion-MNIST nets (and of an untrained D with
 # the same architecture) on `shapes`, a data set none of them saw, scored by a linear SVM.
 TRANSFER_SOURCES = ("A-full", "D-full", "E-full", "random D")  # the depth nets trained to the end
@@ -407,7 +413,8 @@ def evaluate_run(name: str, seed: int, method: str, scales="paper", size=None, r
     seconds = time.perf_counter() - t0
     np.savez_compressed(out / f"posteriors_{tag}.npz", posteriors=ev.posteriors.numpy().astype(np.float16),
                         labels=ev.labels.numpy().astype(np.int16))
-    cmd = f"python -m vgg_lib.experiments evaluate {name} {seed} {method} {scales}" + (
+    shown = scales if isinstance(scales, str) else ",".join(map(str, scales))  # as the command line takes them
+    cmd = f"python -m vgg_lib.experiments evaluate {name} {seed} {method} {shown}" + (
         f" --size {size}" if size else "")
     write_json(target, {**ev.summary(), "dataset": p["dataset"], "split": "val",
                          "provenance": provenance(cmd, seconds, commit=commit)})
