@@ -1078,6 +1078,20 @@ def table5(name: str = "D-shapes-S256-512", results=None):
     return pd.DataFrame(rows).pivot(index="seed", columns="method", values="top1_err")[list(TABLE5_METHODS)]
 
 
+def cross_scale(set_name: str, results=None):
+    """Top-1 error (%) of every net of a scale set, dense, at each of ``CROSS_SCALES`` (one Q at a
+    time): one row per net and seed, one column per Q."""
+    import pandas as pd
+
+    rows = []
+    for label, name in SETS[set_name].items():
+        for seed in SEEDS:
+            ev = load(name, seed, results)["evals"]
+            rows.append({"net": label, "seed": seed,
+                         **{f"Q={q}": ev[eval_tag("dense", (q,))]["top1_error"] for q in CROSS_SCALES}})
+    return pd.DataFrame(rows).set_index(["net", "seed"])
+
+
 DENSE_AVERAGES = {"dense (scores averaged)": "dense", "dense (posteriors averaged)": "dense_posteriors",
                   "multi-crop": "multi_crop"}
 
