@@ -388,8 +388,9 @@ def eval_tag(method: str, scales, size=None) -> str:
 
 def evaluate_run(name: str, seed: int, method: str, scales="paper", size=None, results=None,
                  work=None, log=print) -> Path:
-    """Evaluate a trained reference run on the validation split; writes ``eval_<tag>.json`` and
-    ``posteriors_<tag>.npz`` (float16) into its results folder."""
+    """Evaluate a trained reference run on the validation split; writes ``eval_<tag>.json`` and,
+    for the ``"paper"`` and ``"train"`` scales, ``posteriors_<tag>.npz`` (float16) into its
+    results folder."""
     import torch
 
     from . import data
@@ -411,8 +412,10 @@ def evaluate_run(name: str, seed: int, method: str, scales="paper", size=None, r
     ev = E.evaluate(run.model, val, method, qs, mean=run.mean, pixel_scale=run.pixel_scale,
                     batch_size=64)
     seconds = time.perf_counter() - t0
-    np.savez_compressed(out / f"posteriors_{tag}.npz", posteriors=ev.posteriors.numpy().astype(np.float16),
-                        labels=ev.labels.numpy().astype(np.int16))
+    if isinstance(scales, str):  # the cross-scale scores (explicit Q) are read as numbers only: their
+        # posteriors would take 10 MB of results/ for nothing
+        np.savez_compressed(out / f"posteriors_{tag}.npz", posteriors=ev.posteriors.numpy().astype(np.float16),
+                            labels=ev.labels.numpy().astype(np.int16))
     shown = scales if isinstance(scales, str) else ",".join(map(str, scales))  # as the command line takes them
     cmd = f"python -m vgg_lib.experiments evaluate {name} {seed} {method} {shown}" + (
         f" --size {size}" if size else "")
