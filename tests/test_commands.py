@@ -128,3 +128,18 @@ def check(where, kind, settings):
         assert init == "glorot" or s.get("init_run"), what
     if S == [256, 512]:
         assert s.get("init_run"), f"{what}: jittered S is fine-tuned from a single-scale run"
+
+
+def test_notebooks_are_committed_without_outputs_and_with_cell_ids():
+    """The book build executes the chapters; a committed output would be stale, and nbformat 4.5
+    needs an id on every cell (without one the build warns, and later versions will refuse)."""
+    notebooks = sorted((REPO / "book").rglob("*.ipynb"))
+    notebooks = [p for p in notebooks if "_build" not in p.parts and ".ipynb_checkpoints" not in p.parts]
+    assert len(notebooks) >= 10
+    for path in notebooks:
+        nb = json.loads(path.read_text())
+        ids = [c.get("id") for c in nb["cells"]]
+        assert all(ids) and len(set(ids)) == len(ids), f"{path.name}: a cell without an id, or two with one id"
+        for c in nb["cells"]:
+            if c["cell_type"] == "code":
+                assert not c["outputs"] and c["execution_count"] is None, f"{path.name}: a committed output"
