@@ -299,9 +299,10 @@ def test_every_evaluation_scores_at_least_5000_images_and_the_scale_set_sees_man
     # the control: the same fine-tunings, from the same start, on centred objects
     for name in X.SETS["SCALE_CENTRED"].values():
         for seed in X.SEEDS:
-            p = X.load(name, seed)["params"]
+            r = X.load(name, seed)
+            p = r["params"]
             assert p["dataset"] == "shapes_centred" and p["init_run"] == f"runs/reference/D-shapes-s{seed}", p
-            assert X.load(name, seed)["evals"][X.eval_tag("dense", "train")]["dataset"] == "shapes_centred"
+            assert r["evals"][X.eval_tag("dense", "train")]["dataset"] == "shapes_centred"
 
 
 def test_sets_fine_tuned_from_one_net_are_compared_paired_by_seed(tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 import time
 import weakref
 from collections import defaultdict
@@ -369,16 +370,8 @@ def dense_posteriors(model: VGG, images, Q, flip: bool = True) -> torch.Tensor:
     object; the Testing chapter measures how much of dense's gap to multi-crop that explains."""
     qs = scales_list(Q)
     _check_scales(qs, model.input_size, "dense_posteriors")
-    net = fcn_of(model)
-
-    def one(batch, q):
-        x = rescale(batch, q)
-        if flip:
-            x = torch.cat([x, x.flip(-1)])
-        p = F.softmax(_forward(net, x), dim=1).mean((2, 3))
-        return p.view(2, len(batch), -1).mean(0) if flip else p
-
-    return _per_scale(one, images, qs, _device(net)).mean(1)
+    windows = nn.Sequential(fcn_of(model), nn.Softmax(dim=1))  # each window's posteriors, then averaged
+    return dense_features(windows, images, qs, flip).mean(1)
 
 
 def multi_crop(model: VGG, images, Q, grid: int = 5, flip: bool = True) -> torch.Tensor:
@@ -536,8 +529,8 @@ def evaluate(model: VGG, dataset, method: str = "dense", scales=(256,), *, mean=
         raise ValueError(f"workers must be an int >= 0, got {workers!r}")
     if amp is not None and amp not in AMP_CHOICES:
         raise ValueError(f"amp={amp!r} is not allowed: one of {', '.join(AMP_CHOICES)} or None (off)")
-    kwargs = {"single_scale": {}, "dense": {"flip": flip}, "dense_posteriors": {"flip": flip}}.get(fn.__name__,
-                                                                 {"grid": grid, "flip": flip})
+    accepted = inspect.signature(fn).parameters  # single_scale takes neither, the dense methods no grid
+    kwargs = {k: v for k, v in dict(grid=grid, flip=flip).items() if k in accepted}
     if len(dataset) == 0:
         raise ValueError("dataset is empty; nothing to evaluate")
     classes = getattr(dataset, "classes", None)

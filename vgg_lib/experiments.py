@@ -168,8 +168,7 @@ EVALS["D-shapes-S256-512"].append(("dense_posteriors", "paper", MULTI_CROP_IMAGE
 # The cause test of the scale verdicts (the Training chapter): every net of the scale sets at each
 # of the three training scales' test scale, so that nets are also compared at one Q.
 CROSS_SCALES = (S_256, S_384, S_512)
-for _name in ("D-shapes", "D-shapes-S256-longer", "D-shapes-S384", "D-shapes-S256-512",
-              "D-centred-S256", "D-centred-S384", "D-centred-S256-512"):
+for _name in [*SETS["SCALE"].values(), *SETS["SCALE_CENTRED"].values()]:
     EVALS[_name] += [("dense", (q,), None) for q in CROSS_SCALES]
 # Appendix B in miniature: fc7 descriptors of the Fashion-MNIST nets (and of an untrained D with
 # the same architecture) on `shapes`, a data set none of them saw, scored by a linear SVM.
@@ -1004,8 +1003,7 @@ EVALUATED = {"A": "A-full", "A-LRN": "A-LRN-full", "B": "B-full", "B-5x5": "B-5x
 EVALUATED_SHAPES = {"D (shapes), S=256": "D-shapes", "D (shapes), S=256 trained on": "D-shapes-S256-longer",
                     "D (shapes), S=384": "D-shapes-S384", "D (shapes), S=[256,512]": "D-shapes-S256-512"}
 # Its control on centred objects (all three fine-tuned from D-shapes at the same budget).
-EVALUATED_CENTRED = {"D (centred), S=256": "D-centred-S256", "D (centred), S=384": "D-centred-S384",
-                     "D (centred), S=[256,512]": "D-centred-S256-512"}
+EVALUATED_CENTRED = {f"D (centred), {label}": name for label, name in SETS["SCALE_CENTRED"].items()}
 # The paper's (config, training scale) of each label, where Tables 3-4 have it.
 PAPER_OF = {"A": ("A", "256"), "A-LRN": ("A-LRN", "256"), "B": ("B", "256"), "C": ("C", "256"),
             "D": ("D", "256"), "E": ("E", "256"), "D, S=384": ("D", "384"),
@@ -1063,6 +1061,19 @@ TABLE5_METHODS = ("dense", "multi-crop", "multi-crop & dense")
 TABLE5_NETS = {"D jittered (Fashion-MNIST)": "D-S256-512", "D jittered (shapes)": "D-shapes-S256-512"}
 
 
+def _posteriors_by_method(name: str, methods: dict, results=None):
+    """Per seed: ``(seed, {label: posteriors}, labels)`` of ``name``'s evaluations by each method
+    (``label -> method``) at the three scales on the same ``MULTI_CROP_IMAGES`` images."""
+    for seed in SEEDS:
+        post, y = {}, None
+        for label, method in methods.items():
+            p, labels = posteriors(name, seed, eval_tag(method, "paper", MULTI_CROP_IMAGES), results)
+            if y is not None and not (y == labels).all():
+                raise ValueError(f"{folder_name(name, seed)}: {method} scored other images")
+            post[label], y = p, labels
+        yield seed, post, y
+
+
 def table5(name: str = "D-shapes-S256-512", results=None):
     """Top-1 error (%) per seed of dense, multi-crop and both (Sect. 4.3) at the three scales,
     on the same ``MULTI_CROP_IMAGES`` validation images."""
@@ -1071,13 +1082,9 @@ def table5(name: str = "D-shapes-S256-512", results=None):
     from .evaluate import topk_error
 
     rows = []
-    for seed in SEEDS:
-        pd_, y = posteriors(name, seed, eval_tag("dense", "paper", MULTI_CROP_IMAGES), results)
-        pc, y2 = posteriors(name, seed, eval_tag("multi_crop", "paper", MULTI_CROP_IMAGES), results)
-        if not (y == y2).all():
-            raise ValueError(f"{folder_name(name, seed)}: dense and multi-crop scored different images")
-        for method, p in zip(TABLE5_METHODS, (pd_, pc, (pd_ + pc) / 2)):
-            rows.append({"seed": seed, "method": method, "top1_err": topk_error(p, y, 1)})
+    for seed, post, y in _posteriors_by_method(name, {"dense": "dense", "multi-crop": "multi_crop"}, results):
+        post["multi-crop & dense"] = (post["dense"] + post["multi-crop"]) / 2
+        rows += [{"seed": seed, "method": m, "top1_err": topk_error(post[m], y, 1)} for m in TABLE5_METHODS]
     return pd.DataFrame(rows).pivot(index="seed", columns="method", values="top1_err")[list(TABLE5_METHODS)]
 
 
@@ -1108,14 +1115,8 @@ def dense_averaging(name: str = "D-shapes-S256-512", results=None):
 
     from .evaluate import topk_error
 
-    rows, labels = [], {}
-    for seed in SEEDS:
-        for label, method in DENSE_AVERAGES.items():
-            p, y = posteriors(name, seed, eval_tag(method, "paper", MULTI_CROP_IMAGES), results)
-            if seed in labels and not (labels[seed] == y).all():
-                raise ValueError(f"{folder_name(name, seed)}: {method} scored other images")
-            labels[seed] = y
-            rows.append({"seed": seed, "method": label, "top1_err": topk_error(p, y, 1)})
+    rows = [{"seed": seed, "method": m, "top1_err": topk_error(p, y, 1)}
+            for seed, post, y in _posteriors_by_method(name, DENSE_AVERAGES, results) for m, p in post.items()]
     return pd.DataFrame(rows).pivot(index="seed", columns="method", values="top1_err")[list(DENSE_AVERAGES)]
 
 
