@@ -131,7 +131,9 @@ def test_tasks_come_after_what_they_need():
             assert ("train", name.split()[-1], seed) in seen
         assert X.needs(t) <= seen, t  # the scheduler's rule agrees with the order
         seen.add(t[:3])
-    assert len([t for t in order if t[0] == "train"]) == len(X.RUNS) * len(X.SEEDS)
+    assert len([t for t in order if t[0] == "train"]) == sum(len(X.seeds_of(n)) for n in X.RUNS)
+    assert X.seeds_of("D-60k") == (0, 1, 2, 3, 4) and X.seeds_of("D-full") == (0, 1, 2)
+    assert [t[2] for t in X.tasks(["D-60k"], seeds=(1, 7), parts=("train",))] == [1]
     with pytest.raises(ValueError, match="run 'F' is unknown"):
         X.train_params("F", 0)
 
@@ -211,10 +213,22 @@ def test_results_are_small_and_hold_no_machine_paths():
             assert not re.search(r"/(work|root|home|tmp)/", text), p
 
 
+# The 60,000-image set is being produced by a background grid over several sessions (the
+# experiments issue); its finished seeds are committed one by one and checked as the others are.
+PRODUCING = {n for n in X.RUNS if n.endswith("-60k")}
+
+
+def committed_seeds(name):
+    seeds = X.seeds_of(name)
+    if name in PRODUCING:
+        return tuple(s for s in seeds if (RESULTS / X.folder_name(name, s) / "provenance.json").is_file())
+    return seeds
+
+
 @committed
 def test_every_reference_run_is_finished_with_its_provenance_and_evaluations():
     for name in X.RUNS:
-        for seed in X.SEEDS:
+        for seed in committed_seeds(name):
             r = X.load(name, seed)
             if r["summary"].get("stop_reason") == "diverged":  # a result: std 0.1 blows the plain D up
                 assert name == "D-plain-std0.1", name
@@ -289,7 +303,7 @@ def test_every_comparison_runs_until_the_schedule_stops_or_the_curve_is_flat(set
 @committed
 def test_every_evaluation_scores_at_least_5000_images_and_the_scale_set_sees_many_sizes():
     for name, specs in X.EVALS.items():
-        for seed in X.SEEDS:
+        for seed in committed_seeds(name):
             evals = X.load(name, seed)["evals"]
             for method, scales, size in specs:
                 assert evals[X.eval_tag(method, scales, size)]["images"] >= 5_000, (name, method)
@@ -315,3 +329,17 @@ def test_sets_fine_tuned_from_one_net_are_compared_paired_by_seed(tmp_path, monk
     # the large spread of the common start widens Welch's interval, not the paired one
     assert paired["low"] > 0 > welch["low"]
     assert paired == X.paired_difference([10, 20, 30], [11, 21, 31.5])
+
+
+@committed
+@pytest.mark.slow
+def test_a_bf16_run_agrees_with_the_committed_float32_run_within_the_seed_spread(tmp_path):
+    # The reference run A seed 0 was trained in float32; re-trained with bf16 autocast (what
+    # train now picks on a CPU with native bf16) it lands within 3 seed standard deviations.
+    if not __import__("vgg_lib.train", fromlist=["native_bf16"]).native_bf16():
+        pytest.skip("this CPU has no native bf16: train runs float32 here, nothing to compare")
+    r = X.verify(*X.VERIFY, work=tmp_path, amp="bf16")
+    # (runs trained before bf16 was used on the CPU do not record amp: they ran float32)
+    assert r["amp"] == "bf16" and X.load(*X.VERIFY)["params"].get("amp", "off") == "off"
+    print(r)
+    assert abs(r["difference"]) <= r["tolerance"], r

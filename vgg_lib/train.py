@@ -115,7 +115,8 @@ class TrainConfig:
                                    "None: 0 on cpu, min(8, CPUs per GPU) on cuda")
     compile: bool = _f(False, "torch.compile the network")
     amp: str | None = _f(None, "mixed precision: bf16 | fp16 (with a gradient scaler) | off; "
-                               "None: bf16 on cuda, off on cpu")
+                               "None: bf16 on cuda and on a CPU with native bf16 (AVX512-BF16 or AMX), "
+                               "off on other CPUs")
     progress: bool = _f(True, "show tqdm progress bars")
     max_steps: int | None = _f(None, "stop after this many SGD steps in total (for tests)")
     run_dir: str | None = _f(None, "run folder (None: ROOT/<config>-<dataset>-<hash of the parameters>)")
@@ -144,7 +145,8 @@ class TrainConfig:
         if self.device == "cuda" and not torch.cuda.is_available():
             self._bad("device", "cpu or auto: no CUDA GPU is available on this machine")
         if self.amp is not None and self.amp not in AMP_CHOICES:
-            self._bad("amp", f"one of {', '.join(AMP_CHOICES)} or None (bf16 on cuda, off on cpu)")
+            self._bad("amp", f"one of {', '.join(AMP_CHOICES)} or None (bf16 on cuda and on a CPU with "
+                                 "native bf16, off on other CPUs)")
         self._check_data_root()
         if self.init == "from_run":
             if self.init_source is None:
@@ -545,13 +547,14 @@ class Loop:
     seed: int = 0  # dropout masks of epoch e come from (seed, rank, e): resumable anywhere
     pixel_scale: float = 1.0  # of uint8 batches normalised on the device
     dtype: torch.dtype | None = None  # of the inputs, when the model's is not float32
+    channels_last: bool = False  # NHWC batches (the model converted by the caller): faster convolutions
 
     def prepare(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch of the loader on the device: ``(x, y)``, or ``(uint8 crops, offsets, y)``
         normalised there (``vgg_lib.data.normalise``)."""
         if len(batch) == 3:
             images, offsets, y = batch
-            x = _to_device(images, offsets, self.device, self.pixel_scale)
+            x = _to_device(images, offsets, self.device, self.pixel_scale, self.channels_last)
         else:
             x, y = batch
             x = x.to(self.device, non_blocking=True)
@@ -708,9 +711,27 @@ def validate(model, loader, correct_fn=topk_correct, loop: Loop | None = None) -
 
 # --- train(): one run folder, from the command line, a job or the book ----------------------
 
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX tiles). Without it, oneDNN
+    emulates bf16 and autocast is slower than float32, so it is not the default there."""
+    cpu = torch.cpu
+    return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+
+
+def cpu_precision() -> dict:
+    """What ``train`` runs on this CPU when ``amp`` is not given: bf16 autocast where the CPU has
+    native bf16, and channels_last tensors, which oneDNN's convolutions prefer on any x86 CPU
+    (``benchmarks/cpu_precision.py`` measures both against float32 NCHW)."""
+    native = native_bf16()
+    return {"amp": "bf16" if native else "off", "channels_last": True, "native_bf16": native}
+
+
 def resolved_amp(cfg: TrainConfig, device: torch.device) -> str:
-    """``cfg.amp``, or its default for ``device``: bf16 on cuda, off on cpu."""
-    return cfg.amp or ("bf16" if device.type == "cuda" else "off")
+    """``cfg.amp``, or its default for ``device``: bf16 on cuda; on cpu bf16 where the CPU has
+    native bf16 (``native_bf16``), off otherwise."""
+    if cfg.amp:
+        return cfg.amp
+    return "bf16" if device.type == "cuda" else cpu_precision()["amp"]
 
 
 def _autocast(amp: str, device: torch.device):
@@ -718,11 +739,11 @@ def _autocast(amp: str, device: torch.device):
     return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
-def _to_device(images, offsets, device, pixel_scale):
+def _to_device(images, offsets, device, pixel_scale, channels_last: bool = True):
     """A uint8 batch crosses to the device and is normalised there (``vgg_lib.data.normalise``)."""
     from .data import normalise
     x = images.to(device, non_blocking=True)
-    if device.type == "cuda":
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return normalise(x, offsets.to(device, non_blocking=True), pixel_scale)
 
@@ -770,7 +791,7 @@ def train(cfg: TrainConfig) -> Path:
     workers = default_workers(loop.device) if cfg.workers is None else cfg.workers
     folder = _RunFolder(cfg, run_dir, loop, stats, list(train_set.classes))
     folder.write_params(workers, len(train_set), len(val_set))
-    model = _initial_model(cfg, folder.model_args, loop.device)
+    model = _initial_model(cfg, folder.model_args, loop)
     optimizer = sgd(model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
     scaler = torch.amp.GradScaler(loop.device.type) if loop.amp == "fp16" else None
     schedule = Schedule(optimizer, cfg.lr_factor, cfg.patience, cfg.max_decreases)
@@ -802,8 +823,7 @@ def _setup_loop(cfg: TrainConfig) -> Loop:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-    device = torch.device("cpu") if cpu else torch.device("cuda", local_rank)
+    device = _device(cfg, local_rank)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
@@ -811,7 +831,13 @@ def _setup_loop(cfg: TrainConfig) -> Loop:
         torch.backends.cudnn.benchmark = True
     return Loop(device=device, rank=rank, world=world, amp=resolved_amp(cfg, device), micro_batch=cfg.micro_batch,
                 max_steps=cfg.max_steps, progress=cfg.progress and rank == 0, seed=cfg.seed,
-                pixel_scale=cfg.pixel_scale)
+                pixel_scale=cfg.pixel_scale,
+                channels_last=device.type == "cuda" or cpu_precision()["channels_last"])
+
+
+def _device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
+    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    return torch.device("cpu") if cpu else torch.device("cuda", local_rank)
 
 
 def _open_run_folder(cfg: TrainConfig, run_dir: Path):
@@ -843,6 +869,11 @@ def _open_run_folder(cfg: TrainConfig, run_dir: Path):
                              " (a run continues to a larger epochs only if its epoch cap stopped it)"))
     if summary.get("status") == "finished" and not extend:
         return "finished"
+    if ckpt_path.is_file() and old.get("amp") not in (None, resolved_amp(cfg, _device(cfg))):
+        # bf16 and float32 steps differ in the last bits: one run in two precisions is neither
+        raise ConfigError(f"run_dir={str(run_dir)!r} was trained with amp={old['amp']!r} and would go on "
+                          f"with amp={resolved_amp(cfg, _device(cfg))!r}; pass amp={old['amp']!r} to resume "
+                          "it, or choose another run_dir")
     if not ckpt_path.is_file():
         return None
     resume = load_checkpoint(ckpt_path)
@@ -851,7 +882,7 @@ def _open_run_folder(cfg: TrainConfig, run_dir: Path):
     return resume
 
 
-def _initial_model(cfg: TrainConfig, model_args: dict, device: torch.device) -> VGG:
+def _initial_model(cfg: TrainConfig, model_args: dict, loop: Loop) -> VGG:
     """The network and its initialisation (Sect. 3.1), on the device."""
     torch.manual_seed(cfg.seed)
     model = init_weights(vgg(**model_args, init=None), "glorot" if cfg.init == "glorot" else "normal",
@@ -860,8 +891,8 @@ def _initial_model(cfg: TrainConfig, model_args: dict, device: torch.device) -> 
         init_from(model, load_run(cfg.init_source).model)  # Sect. 3.1, layers matched by name
     if cfg.init_run is not None:
         model.load_state_dict(load_run(cfg.init_run).model.state_dict())
-    model.to(device)
-    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+    model.to(loop.device)
+    return model.to(memory_format=torch.channels_last) if loop.channels_last else model
 
 
 def _restore(resume, model, optimizer, schedule, scaler, loader_gen, epochs: int) -> dict:
@@ -924,6 +955,8 @@ class _RunFolder:
         if self.main:  # what this process resolved (workers, amp) is recorded, not the None defaults
             write_json(self.run_dir / "params.json", {
                 **self.cfg.to_dict(), "workers": workers, "amp": self.loop.amp, "run_dir": str(self.run_dir),
+                "channels_last": self.loop.channels_last,
+                **({"native_bf16": native_bf16()} if self.loop.device.type == "cpu" else {}),
                 "classes": self.classes, "num_classes": len(self.classes), "test_scale": self.cfg.test_scale,
                 "train_images": train_images, "val_images": val_images, "world_size": self.loop.world,
                 "torch": torch.__version__})
