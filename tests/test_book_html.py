@@ -106,3 +106,23 @@ def test_no_page_shows_log_lines_or_stderr():
         found = [m for m in LOG_MARKERS if m in html]
         assert not found, f"{page} shows log lines: {found}"
         assert 'class="output stderr' not in html, f"{page} shows a cell's stderr"
+
+
+def test_the_bibliography_is_reachable_and_the_intro_cites_the_paper(server, browser):
+    # the book issue: the paper with its arXiv link and every work the book names, cited where used
+    page = browser.new_page()
+    page.goto(f"{server}/book/intro.html", wait_until="networkidle")
+    page.locator("nav.bd-docs-nav a", has_text="Bibliography").first.click()
+    page.wait_for_load_state("networkidle")
+    assert page.url.endswith("/book/bibliography.html")
+    entries = page.locator("div.citation, dl.citation > dt, [id^='id'].citation").count()
+    text = page.inner_text("article")
+    assert "https://arxiv.org/abs/1409.1556" in page.content() and "Very Deep Convolutional Networks" in text
+    for work in ("Glorot", "Ioffe", "Fashion-MNIST", "OverFeat", "Going Deeper"):
+        assert work in text, work
+    assert entries >= 10 or text.count("[") >= 10, entries
+    # a citation in the intro links to its entry on the bibliography page
+    page.goto(f"{server}/book/intro.html", wait_until="networkidle")
+    cites = page.locator("a[href*='bibliography.html#']")
+    assert cites.count() >= 5
+    page.close()
