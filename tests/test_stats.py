@@ -167,3 +167,10 @@ def test_verdicts_of_real_comparisons_agree_with_scipys_test():
         p = sp.ttest_ind(b, a, equal_var=False).pvalue
         significant_below = p < 0.05 and b.mean() < a.mean()
         assert (v.label == "reproduced") == significant_below
+
+
+def test_mean_difference_is_the_paired_comparison_of_its_differences():
+    a, b = np.array(A), np.array([30.1, 29.9, 30.3])
+    assert stats.mean_difference(b - a) == pytest.approx(stats.paired_difference(a, b))
+    low, high = sp.ttest_1samp(b - a, 0.0).confidence_interval(0.95)
+    assert (stats.mean_difference(b - a)["low"], stats.mean_difference(b - a)["high"]) == pytest.approx((low, high))

@@ -74,7 +74,13 @@ def paired_difference(a, b, level: float = LEVEL) -> dict:
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.shape != b.shape:
         raise ValueError(f"paired values need one of each per seed: {a.shape} and {b.shape}")
-    d = b - a
+    return mean_difference(b - a, level)
+
+
+def mean_difference(differences, level: float = LEVEL) -> dict:
+    """The paired comparison from its per-seed differences (``b - a`` already taken): their mean
+    with the one-sample t interval on ``n - 1`` degrees of freedom."""
+    d = np.asarray(differences, float)
     if len(d) < 2:
         return _interval(d.mean(), float("nan"), float("nan"), len(d), level)
     return _interval(d.mean(), d.std(ddof=1) / np.sqrt(len(d)), len(d) - 1, len(d), level)
