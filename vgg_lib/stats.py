@@ -33,7 +33,8 @@ def mde(se: float, dof: float, level: float = LEVEL, power: float = POWER) -> fl
     """Minimum detectable effect: the true difference that a two-sided t test at ``level``
     detects with probability ``power``, ``(t_{1-alpha/2, dof} + t_{power, dof}) * se``
     (``alpha = 1 - level``). It is the usual approximation that ignores the far rejection tail
-    and treats the standard error as known at its estimate; NaN when ``se`` or ``dof`` is."""
+    and the randomness of the estimated ``se``: the exact power at the MDE (noncentral t) is 0.77
+    at 2 dof (three paired seeds), 0.79 at 4 and 0.80 from about 10. NaN when ``se`` or ``dof`` is."""
     if not (np.isfinite(se) and np.isfinite(dof)) or dof <= 0:
         return float("nan")
     return (_t(0.5 + level / 2, dof) + _t(power, dof)) * float(se)
@@ -148,7 +149,10 @@ def verdict(diff, paper: float | None, margin: float | None = None, lower_is_bet
     The paper's numbers are single runs without intervals, so a verdict tests only the paper's
     claim, never its size: the *direction* of its difference, or, when ``margin`` is given, its
     claim that there is no difference larger than ``margin``. "Excludes 0" means the 95%
-    interval (at the level the dict was made with) lies on one side of zero. The rules, in order:
+    interval (at the level the dict was made with) lies on one side of zero. The paper's size
+    enters in one place only: as the effect worth detecting, against our MDE, to tell a
+    comparison that could not have shown it (underpowered) from one that should have (not
+    reproduced). The rules, in order:
 
     ================  ======================================================================
     label             when
