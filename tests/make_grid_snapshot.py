@@ -35,7 +35,7 @@ def snapshot() -> dict:
         "evals": {n: [list(e) for e in specs] for n, specs in X.EVALS.items()},
         "sets": X.SETS,
         "set_tests": X.SET_TESTS,
-        "paired_sets": list(X.PAIRED_SETS),
+        "paired_sets": sorted(X.PAIRED_SETS),  # only ever asked "is a set paired?"
         "tasks": [list(t[:3]) + [list(t[3]) if t[3] else None] for t in X.tasks()],
         "needs": [[list(t[:3]), sorted(map(list, X.needs(t)))] for t in X.tasks()],
         "localise_tasks": [list(t[:3]) for t in X.tasks(X._with_dependencies([X.LOC_SOURCE]), (0, 1, 2),
