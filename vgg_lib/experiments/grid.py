@@ -8,6 +8,7 @@ tiny grid)."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def _keys(where: str, record, allowed: set, required=()) -> dict:
         raise GridError(f"{where}: a {type(record).__name__}, expected a mapping with keys {sorted(allowed)}")
     unknown = sorted(set(map(str, record)) - allowed)
     if unknown:
-        raise GridError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        raise GridError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(map(str, allowed))}")
     missing = [k for k in required if k not in record]
     if missing:
         raise GridError(f"{where}: missing key(s) {missing}")
@@ -47,12 +48,13 @@ def _seeds(where: str, seeds) -> tuple[int, ...]:
     return tuple(seeds)
 
 
-def _param_names() -> set[str]:
+@functools.cache
+def _param_names() -> frozenset[str]:
     import dataclasses
 
     from ..train import TrainConfig
 
-    return {f.name for f in dataclasses.fields(TrainConfig)}
+    return frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def _params(where: str, params, names: set[str]) -> dict:
@@ -106,18 +108,22 @@ def _evaluation(where: str, text: str, groups: dict) -> list[tuple]:
     return [(method, scales, int(words[2]) if len(words) == 3 else None)]
 
 
-def _runs(spec: dict, recipes: dict, names: set[str]) -> tuple[dict, dict, dict]:
-    """(params of each run, its seeds, its evaluations), in the file's order."""
+def records(spec: dict, names: set[str], required=("recipe", "config")) -> tuple[dict, dict, dict]:
+    """(params of each run, its seeds, its evaluations), in the file's order, from the
+    ``recipes``, ``runs``, ``evaluations`` and ``seeds`` of a grid file's ``spec``; ``names``:
+    the parameters a run may set. Also the schema of ``python -m vgg_lib.jobs grid``'s runs."""
+    recipes = _recipes(spec, names)
     runs, seeds, evals = {}, {}, {}
     default = _seeds("seeds", spec.get("seeds", [0, 1, 2]))
     groups = spec.get("evaluations") or {}
     for name, raw in (spec.get("runs") or {}).items():
         where = f"run {name}"
-        r = _keys(where, raw, RUN_KEYS, required=("recipe", "config"))
-        if r["recipe"] not in recipes:
+        r = _keys(where, raw, RUN_KEYS, required=required)
+        if "recipe" in r and r["recipe"] not in recipes:
             raise GridError(f"{where}: recipe {r['recipe']!r} is unknown; recipes: {', '.join(recipes)}")
-        base = recipes[r["recipe"]]
-        p = {**base["params"], "config": r["config"], **_params(where, r.get("params"), names)}
+        base = recipes[r["recipe"]] if "recipe" in r else {"params": {}}
+        config = {"config": r["config"]} if "config" in r else {}
+        p = {**base["params"], **config, **_params(where, r.get("params"), names)}
         for key in STARTS:
             start = r.get(key, p.get(key))
             if start is not None:
@@ -200,9 +206,8 @@ def load(path=GRID_FILE) -> dict:
         raise GridError(f"grid file {path}: {str(e).splitlines()[0]}") from None
     try:
         _keys("the grid", spec, TOP_KEYS, required=("runs", "recipes"))
-        names = _param_names()
-        recipes = _recipes(spec, names)
-        runs, seeds, evals = _runs(spec, recipes, names)
+        recipes = _recipes(spec, _param_names())
+        runs, seeds, evals = records(spec, _param_names())
         sets, tests, paired = _sets(spec, runs)
         transfer = _keys("transfer", spec.get("transfer") or {"sources": []}, {"sources", "target"})
         _refer("transfer", [s.split()[-1] for s in transfer["sources"]], runs)
