@@ -158,7 +158,7 @@ def _sets(spec: dict, runs: dict) -> tuple[dict, dict, tuple]:
     return sets, tests, tuple(paired)
 
 
-def _localisation(spec: dict, runs: dict, seeds: tuple) -> dict:
+def _localisation(spec: dict, runs: dict) -> dict:
     loc = _keys("localisation", spec.get("localisation") or {}, LOCALISATION_KEYS,
                 required=("source", "params", "localisers"))
     _refer("localisation source", [loc["source"]], runs)
@@ -211,7 +211,7 @@ def load(path=GRID_FILE) -> dict:
         sets, tests, paired = _sets(spec, runs)
         transfer = _keys("transfer", spec.get("transfer") or {"sources": []}, {"sources", "target"})
         _refer("transfer", [s.split()[-1] for s in transfer["sources"]], runs)
-        loc = _localisation(spec, runs, seeds) if spec.get("localisation") else None
+        loc = _localisation(spec, runs) if spec.get("localisation") else None
         tables = _tables(spec, runs)
     except GridError as e:
         raise GridError(f"grid file {path}: {e}") from None
