@@ -19,6 +19,8 @@ from .grid import folder_name, results_root, work_root
 from .runner import eval_tag, localisation_folder, test_scales
 
 
+# --- one run's results, a set's table -------------------------------------------------------------
+
 def load(name: str, seed: int, results=None) -> dict:
     """params, summary, metrics (DataFrame), provenance and evaluations of one reference run."""
     import pandas as pd
@@ -71,6 +73,8 @@ def summarise(df, by: str = "label", value: str = "top1_err"):
     return g.agg(["mean", "std", "count"]).rename(columns={"count": "seeds"})
 
 
+# --- statistics over seeds: moving to vgg_lib/stats.py (kept unchanged, in one place, until then) --
+
 def _t_interval(values, level: float) -> tuple[float, float, float]:
     """Mean of ``values`` (one per seed), the half-width of its t interval, and its standard error."""
     from scipy import stats
@@ -118,6 +122,8 @@ def paired_difference(a, b, level: float = 0.95) -> dict:
     mean, half, se = _t_interval(np.asarray(b, float) - np.asarray(a, float), level)
     return {"diff": mean, "low": mean - half, "high": mean + half, "se": se}
 
+
+# --- the comparisons of a set, and the paper beside them -------------------------------------------
 
 def compare(set_name: str, base: str, other: str, value: str = "top1_err", results=None) -> dict:
     """``other`` minus ``base`` (labels of a set) over seeds: the error difference with its CI,
