@@ -163,13 +163,24 @@ def test_test_scales():
     assert X.test_scales(37, 32, [40, 50]) == (40, 50)
 
 
+def use_grid(monkeypatch, path, spec: dict) -> dict:
+    """Make the grid file ``spec`` (written to ``path``) the grid of ``vgg_lib.experiments``."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    names = X.grid.load(path)
+    for key, value in names.items():
+        monkeypatch.setattr(X.grid, key, value)
+    return names
+
+
 @pytest.mark.slow
 def test_a_tiny_grid_trains_evaluates_exports_and_reuses(tmp_path, monkeypatch):
-    monkeypatch.setattr(X, "RUNS", {"tiny": dict(config="A", dataset="digits", train_size=64, val_size=None,
-                                                 epochs=1, batch_size=32, width=0.0625)})
-    monkeypatch.setattr(X, "ORDER", ("tiny",))
-    monkeypatch.setattr(X, "EVALS", {"tiny": [("dense", "train", 50)]})
-    monkeypatch.setattr(X, "TRANSFER_SOURCES", ())
+    use_grid(monkeypatch, tmp_path / "tiny.yaml", {
+        "recipes": {"RECIPE": {"params": X.RECIPE}},
+        "runs": {"tiny": {"recipe": "RECIPE", "config": "A", "evals": ["dense train 50"],
+                          "params": dict(dataset="digits", train_size=64, val_size=None, epochs=1,
+                                         batch_size=32, width=0.0625)}}})
     results, work = tmp_path / "results", tmp_path / "runs"
     assert X.reproduce(seeds=(0,), jobs=1, results=results, work=work) == []
     folder = results / "tiny-s0"
@@ -186,7 +197,7 @@ def test_a_tiny_grid_trains_evaluates_exports_and_reuses(tmp_path, monkeypatch):
     assert before == {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     # A larger epoch cap: the run goes on from its checkpoint, the old evaluation is redone and
     # the provenance adds up both parts.
-    monkeypatch.setitem(X.RUNS["tiny"], "epochs", 2)
+    monkeypatch.setitem(X.grid.RUNS["tiny"], "epochs", 2)
     assert X._stale(folder, X.train_params("tiny", 0, work)) == ["epochs"]
     assert X.reproduce(seeds=(0,), jobs=1, results=results, work=work) == []
     assert json.loads((folder / "summary.json").read_text())["epochs_done"] == 2
@@ -322,7 +333,7 @@ def test_every_evaluation_scores_at_least_5000_images_and_the_scale_set_sees_man
 def test_sets_fine_tuned_from_one_net_are_compared_paired_by_seed(tmp_path, monkeypatch):
     table = __import__("pandas").DataFrame({"label": ["x"] * 3 + ["y"] * 3, "seed": [0, 1, 2] * 2,
                                             "top1_err": [10.0, 20.0, 30.0, 11.0, 21.0, 31.5]})
-    monkeypatch.setattr(X, "table", lambda *a, **k: table)
+    monkeypatch.setattr(X.readers, "table", lambda *a, **k: table)
     paired = X.compare("SCALE", "x", "y")
     welch = X.compare("DEPTH", "x", "y")
     assert paired["diff"] == pytest.approx(welch["diff"]) == pytest.approx(3.5 / 3)

@@ -144,3 +144,48 @@ def test_collect_reads_every_kind_of_run_folder(tmp_path):
     assert table.loc["A", "results_eval.scales.Q"] == 37 and 0 <= table.loc["A", "val_top1_err"] <= 100
     assert table.loc["E", "failure.epoch"] == 3 and table.loc["E", "S"] == "256-512"
     assert len(jobs.collect(tmp_path / "nothing")) == 0
+
+
+def test_a_grid_file_may_list_runs_as_records_of_the_reference_grid(tmp_path):
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(f"""notebook: {NOTEBOOK}
+base: {{dataset: shapes, width: 0.0625}}
+recipes:
+  SHORT: {{params: {{epochs: 2, train_size: 128}}}}
+  TUNE: {{derives: SHORT, params: {{lr: 0.001}}, init_run: A-short}}
+runs:
+  A-short: {{recipe: SHORT, config: A, seeds: [0, 1]}}
+  A-tuned: {{recipe: TUNE, config: A, params: {{S: 48}}, seeds: [1]}}
+""")
+    notebook, params, _ = jobs.load_grid(grid_file)
+    assert params == [
+        dict(dataset="shapes", width=0.0625, epochs=2, train_size=128, config="A", seed=0),
+        dict(dataset="shapes", width=0.0625, epochs=2, train_size=128, config="A", seed=1),
+        dict(dataset="shapes", width=0.0625, epochs=2, train_size=128, lr=0.001, config="A", S=48, seed=1,
+             starts_from={"init_run": 1})]
+    grid_file.write_text(grid_file.read_text().replace("seeds: [0, 1]", "seeds: [0]"))
+    with pytest.raises(jobs.ConfigError, match=r"run A-tuned seed 1 starts from \['A-short-s1'\], not in the grid"):
+        jobs.load_grid(grid_file)
+    grid_file.write_text(grid_file.read_text().replace("lr: 0.001", "rate: 0.001"))
+    with pytest.raises(jobs.ConfigError, match=r"recipe TUNE params: unknown key\(s\) \['rate'\]"):
+        jobs.load_grid(grid_file)
+
+
+def test_grid_gives_a_job_the_folder_it_starts_from_and_skips_it_when_that_failed(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_run(notebook, params, root=None, force=False):
+        seen.append(params)
+        if params.get("lr") == -1:
+            raise jobs.JobError("bad lr")
+        folder = tmp_path / f"run-{params['seed']}-{params.get('lr')}"
+        jobs.write_json(folder / "summary.json", {"status": "finished"})
+        return folder
+
+    monkeypatch.setattr(jobs, "run", fake_run)
+    monkeypatch.setattr(jobs, "job_dir", lambda nb, p, root=None: tmp_path / f"run-{p['seed']}-{p.get('lr')}")
+    table = jobs.grid(NOTEBOOK, [{"seed": 0}, {"seed": 1, "lr": -1}, {"seed": 0, "lr": 0.1, "starts_from": {"init_run": 0}},
+                                 {"seed": 1, "lr": 0.1, "starts_from": {"init_run": 1}}], progress=False, jobs=2)
+    assert table.status.tolist() == ["finished", "failed", "finished", "skipped"]
+    assert seen[-1]["init_run"] == str(tmp_path / "run-0-None") and len(seen) == 3
+    assert "starts_from" not in table.columns

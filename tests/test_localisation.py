@@ -642,11 +642,11 @@ def test_chapter_says_how_to_make_missing_results(tmp_path):
 
 @pytest.mark.slow
 def test_a_tiny_localisation_grid_writes_its_result_folders_and_reuses_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(X, "RUNS", {"tiny": dict(config="A", dataset="shapes", train_size=64, val_size=32,
-                                                 epochs=1, batch_size=32, width=0.0625)})
-    monkeypatch.setattr(X, "ORDER", ("tiny",))
-    monkeypatch.setattr(X, "LOC_SOURCE", "tiny")
-    monkeypatch.setattr(X, "LOCALISATION", dict(lr=1e-3, epochs=2, batch_size=16, train_size=64, val_size=40,
+    # the functions read the grid of X.grid (the package's names are copies made at import)
+    monkeypatch.setattr(X.grid, "RUNS", {"tiny": dict(config="A", dataset="shapes", train_size=64, val_size=32,
+                                                      epochs=1, batch_size=32, width=0.0625)})
+    monkeypatch.setattr(X.grid, "LOC_SOURCE", "tiny")
+    monkeypatch.setattr(X.grid, "LOCALISATION", dict(lr=1e-3, epochs=2, batch_size=16, train_size=64, val_size=40,
                                                 protocol2_size=6, examples=3))
     results, work = tmp_path / "results", tmp_path / "runs"
     assert X.reproduce(seeds=(0,), jobs=1, results=results, work=work, parts=("train", "localise")) == []

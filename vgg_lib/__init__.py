@@ -14,9 +14,10 @@ Recognition" (ICLR 2015). One module per idea of the paper:
 ``evaluate``           Sect. 3.2 and 4: single-scale, dense, multi-crop, fusion
 ``localisation``       Appendix A: box regression nets (SCR/PCR), test protocols 1 and 2
 ``transfer``           Appendix B: very deep features + linear SVM
-``experiments``        Tables 3-6 and App. B in miniature: the reference grid and its results
+``experiments``        Tables 3-6 and App. B in miniature: the reference grid (grid.yaml), its results
 ``stats``              comparisons over seeds (intervals, MDE) and the one verdict against the paper
 ``jobs``               papermill job runner and grids
+``scheduler``          the dependency-aware local scheduler of both grids
 ``checks``             parameter checks shared by TrainConfig, the jobs and the command lines
 ``released``           the published ImageNet weights (optional download) evaluated as the paper did
 ``widgets``            the receptive-field explorer

@@ -5,7 +5,8 @@ papermill. ``run(notebook, params)`` executes it into a *run folder* named by it
 (``vgg_lib.runs``; a training job's folder is the one ``python -m vgg_lib.train`` would use,
 ``D-shapes-s0-1a2b3c4d``): the same parameters give the same folder, so a finished run
 is reused (the Training chapter trains a net, the Testing chapter finds it), an unfinished one
-resumes from its checkpoint, and ``force=True`` starts again. ``grid`` runs many jobs and goes
+resumes from its checkpoint, and ``force=True`` starts again. ``grid`` runs many jobs
+(``--jobs`` at a time, with the scheduler of the reference grid, ``vgg_lib.scheduler``) and goes
 on when one fails; ``collect`` reads every run folder under a root -- written by the book, by
 papermill or by ``torchrun -m vgg_lib.train`` -- into one pandas DataFrame.
 
@@ -159,26 +160,48 @@ def expand(grid: dict) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
-def grid(notebook, params_list, root=None, force: bool = False, progress: bool = True):
-    """Run every parameter dict of ``params_list``; a failing job is recorded and the rest go
-    on. Returns a DataFrame with one row per job: its params, ``run_dir``, ``status``, ``error``."""
+STARTS_FROM = "starts_from"  # in a job of a grid file's runs: {"init_run": index of the job it starts from}
+
+
+def grid(notebook, params_list, root=None, force: bool = False, progress: bool = True, jobs: int = 1):
+    """Run every parameter dict of ``params_list``, ``jobs`` at a time (``vgg_lib.scheduler``); a
+    failing job is recorded and the rest go on, but a job that starts from another one
+    (``{"starts_from": {"init_run": i}}``, from a grid file's ``runs``) waits for job ``i``, is
+    given its run folder, and is skipped if it failed. Returns a DataFrame with one row per job,
+    in the given order: its params, ``run_dir``, ``status``, ``error``."""
     import pandas as pd
 
-    rows = []
-    for i, params in enumerate(params_list):
-        t0 = time.perf_counter()
-        row = {**params, "run_dir": None, "status": None, "error": None}
-        try:
-            row["run_dir"] = str(job_dir(notebook, params, root))
-            path = run(notebook, params, root=root, force=force)
-            row["status"] = status(path)
-        except Exception as e:  # noqa: BLE001 - record and go on with the next job
-            row.update(status="failed", error=str(e))
-        rows.append(row)
-        if progress:
-            print(f"[{i + 1}/{len(params_list)}] {row['status']:8s} {time.perf_counter() - t0:6.1f} s  "
-                  f"{json.dumps(params, default=str)}" + (f"\n    {row['error']}" if row["error"] else ""),
-                  flush=True)
+    from . import scheduler
+
+    starts = [dict(p.get(STARTS_FROM) or {}) for p in params_list]
+    params_list = [{k: v for k, v in p.items() if k != STARTS_FROM} for p in params_list]
+    rows = [{**params, "run_dir": None, "status": None, "error": None} for params in params_list]
+    finished = []
+
+    def job(i: int):
+        def fn():
+            t0, row = time.perf_counter(), rows[i]
+            params = {**params_list[i], **{k: rows[j]["run_dir"] for k, j in starts[i].items()}}
+            try:
+                row["run_dir"] = str(job_dir(notebook, params, root))
+                row["status"] = status(run(notebook, params, root=root, force=force))
+            except Exception as e:
+                row.update(status="failed", error=str(e))
+                raise
+            finally:
+                finished.append(i)
+                if progress:
+                    print(f"[{len(finished)}/{len(params_list)}] {row['status']:8s} {time.perf_counter() - t0:6.1f} s  "
+                          f"{json.dumps(params_list[i], default=str)}" + (f"\n    {row['error']}" if row["error"] else ""),
+                          flush=True)
+        return fn
+
+    tasks = [scheduler.Task(i, job(i), set(starts[i].values()), label=json.dumps(p, default=str))
+             for i, p in enumerate(params_list)]
+    scheduler.run(tasks, jobs, log=lambda line: None)  # each failure is in its row
+    for row in rows:
+        if row["status"] is None:
+            row.update(status="skipped", error="the job it starts from failed")
     return pd.DataFrame(rows)
 
 
@@ -186,7 +209,9 @@ def grid(notebook, params_list, root=None, force: bool = False, progress: bool =
 
 def load_grid(path) -> tuple[Path, list[dict], Path | None]:
     """Read a grid file: ``notebook`` (relative to the file), optional ``root``, ``base``
-    parameters shared by all jobs, and ``grid`` (a product of lists) and/or ``jobs`` (a list)."""
+    parameters shared by all jobs, and ``grid`` (a product of lists), ``jobs`` (a list) and/or
+    ``runs`` with their ``recipes`` and ``seeds`` (records as in ``vgg_lib/experiments/grid.yaml``,
+    see ``run_jobs``)."""
     import yaml
 
     path = Path(path)
@@ -200,10 +225,10 @@ def load_grid(path) -> tuple[Path, list[dict], Path | None]:
     keys = "keys notebook (required), root, base (a mapping), grid (a mapping of lists), jobs (a list of mappings)"
     if not isinstance(spec, dict):
         raise ConfigError(f"grid file {path}: a YAML {type(spec).__name__}, expected a mapping with {keys}")
-    unknown = set(spec) - {"notebook", "root", "base", "grid", "jobs"}
+    unknown = set(spec) - {"notebook", "root", "base", "grid", "jobs", "recipes", "runs", "seeds"}
     if unknown or "notebook" not in spec:
-        raise ConfigError(f"grid file {path}: keys must be notebook, root, base, grid, jobs (notebook "
-                          f"required); got {sorted(map(str, spec))}")
+        raise ConfigError(f"grid file {path}: keys must be notebook, root, base, grid, jobs, recipes, runs, "
+                          f"seeds (notebook required); got {sorted(map(str, spec))}")
     if not isinstance(spec["notebook"], str) or not spec["notebook"]:
         raise ConfigError(f"grid file {path}: notebook={spec['notebook']!r}, expected a notebook path")
     base, grid_, jobs_ = spec.get("base") or {}, spec.get("grid") or {}, spec.get("jobs") or []
@@ -217,11 +242,40 @@ def load_grid(path) -> tuple[Path, list[dict], Path | None]:
     notebook = (path.parent / spec["notebook"]).resolve()
     jobs = [{**base, **p} for p in expand(grid_)] if grid_ else []
     jobs += [{**base, **p} for p in jobs_]
+    jobs += run_jobs(spec, path, notebook, base, len(jobs))
     if not jobs:
-        raise ConfigError(f"grid file {path} defines no jobs: give grid (a mapping of lists) and/or jobs "
-                          "(a list of mappings)")
+        raise ConfigError(f"grid file {path} defines no jobs: give grid (a mapping of lists), jobs "
+                          "(a list of mappings) and/or runs (records, as in vgg_lib/experiments/grid.yaml)")
     root = Path(spec["root"]) if spec.get("root") else None
     return notebook, jobs, root
+
+
+def run_jobs(spec: dict, path, notebook, base: dict, first: int = 0) -> list[dict]:
+    """The jobs of a grid file's ``recipes`` and ``runs``, records as in the reference grid
+    (``vgg_lib/experiments/grid.yaml``: a run derives from a recipe with overrides, has seeds, and
+    may start from an earlier run of the same seed, ``init_run``/``init_source``): one job per
+    run and seed, in the file's order, numbered from ``first``, with ``base`` under each."""
+    from .experiments import grid as G
+
+    if not spec.get("runs"):
+        return []
+    try:
+        runs, seeds, evals = G.records(spec, set(notebook_parameters(notebook)), required=())
+    except G.GridError as e:
+        raise ConfigError(f"grid file {path}: {e}") from None
+    if any(evals.values()):
+        raise ConfigError(f"grid file {path}: evals are run by python -m vgg_lib.experiments, not by job grids")
+    index, out = {}, []
+    for name, params in runs.items():
+        for seed in seeds[name]:
+            starts = {k: (params[k], seed) for k in G.STARTS if params.get(k)}
+            missing = [f"{n}-s{s}" for n, s in starts.values() if (n, s) not in index]
+            if missing:
+                raise ConfigError(f"grid file {path}: run {name} seed {seed} starts from {missing}, not in the grid")
+            job = {**base, **{k: v for k, v in params.items() if k not in G.STARTS}, "seed": seed}
+            out.append({**job, STARTS_FROM: {k: index[d] for k, d in starts.items()}} if starts else job)
+            index[(name, seed)] = first + len(out) - 1
+    return out
 
 
 def main(argv=None) -> int:
@@ -231,6 +285,7 @@ def main(argv=None) -> int:
     g.add_argument("grid_file")
     g.add_argument("--root", default=None, help="runs root (default: the file's root, $VGG_LIB_RUNS, ./runs)")
     g.add_argument("--force", action="store_true", help="rerun finished jobs")
+    g.add_argument("--jobs", type=int, default=1, help="jobs at a time (default 1)")
     c = sub.add_parser("collect", help="print every run folder under ROOT as a table")
     c.add_argument("root", nargs="?", default=None)
     args = p.parse_args(argv)
@@ -242,7 +297,7 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    table = grid(notebook, jobs, root=args.root or root, force=args.force)
+    table = grid(notebook, jobs, root=args.root or root, force=args.force, jobs=args.jobs)
     print(table.drop(columns=["error"]).to_string(index=False))
     return int((table.status != "finished").any())
 
