@@ -134,6 +134,7 @@ def test_transform_box_rejects_a_box_outside_the_image():
 from torchvision.ops import box_iou  # noqa: E402
 
 from vgg_lib import localisation as loc  # noqa: E402
+from vgg_lib import stats as stats_lib  # noqa: E402
 from vgg_lib.models import vgg  # noqa: E402
 
 
@@ -622,7 +623,7 @@ def test_chapter_reads_a_results_folder_and_computes_its_comparisons(tmp_path):
     assert c.loc["PCR-fc+PCR-all vs PCR-all, protocol 2 top-5", "diff"] == pytest.approx(-2.0)
     assert c.loc["SCR-all+PCR-all vs SCR-all, protocol 2 top-5", "diff"] == pytest.approx(35.0 - 39.0 - 2.0)
     assert (c.seeds == 3).all() and (c.low <= c["diff"]).all() and (c["diff"] <= c.high).all()
-    ci = X.mean_ci(pcr.protocol1_error)
+    ci = stats_lib.mean_ci(pcr.protocol1_error)
     assert ci["mean"] == pytest.approx(35.3) and ci["low"] < 35.3 < ci["high"]
     ex = X.localisation_examples("PCR-all", 1, tmp_path)
     assert ex["raw_boxes"].shape == (2, 6, 10, 4) and int(ex["val_size"]) == 50

@@ -26,11 +26,11 @@ from .grid import (CROP, CROSS_SCALES, ENSEMBLES, EVAL_IMAGES, EVALS, EVALUATED,
                    GridError, dependencies, folder_name, localiser_seeds, needs, repo_root, results_root,
                    seeds_of, tasks, train_params, with_dependencies, work_root)
 from .readers import (DENSE_AVERAGES, LOCALISATION_COMPARISONS, PAPER_OF, TABLE5_METHODS,  # noqa: F401
-                      _t_interval, beside_paper, compare, cross_scale, dense_averaging, difference,
+                      beside_paper, compare, cross_scale, dense_averaging,
                       evaluated_centred, evaluations, fusion_table, grid_wall_time, load, localisation_comparisons,
-                      localisation_examples, localisation_metrics, localisation_table, mean_ci, paired_difference,
+                      localisation_examples, localisation_metrics, localisation_table,
                       paired_table, paper_multi_scale_gain, paper_table3, posteriors, summarise, table, table5,
-                      verdict, verification_model)
+                      trained, verification_model)
 from .runner import (LIGHT_FILES, LOCALISATION_FILES, _display, _stale, eval_tag, evaluate_run,  # noqa: F401
                      is_done, localisation_folder, localisation_params, localise_run, localise_union_run,
                      pending, provenance, reproduce, test_scales, train_command, train_run, transfer_data,

@@ -14,6 +14,7 @@ from datetime import datetime
 import numpy as np
 
 from ..runs import diverged, load_run, read_summary, status
+from ..stats import difference, paired_difference
 from . import grid as G
 from .grid import folder_name, results_root, work_root
 from .runner import eval_tag, localisation_folder, test_scales
@@ -35,6 +36,21 @@ def load(name: str, seed: int, results=None) -> dict:
     return {"params": read("params.json"), "summary": read_summary(folder),
             "metrics": pd.read_csv(folder / "metrics.csv"), "provenance": read("provenance.json"),
             "evals": evals, "folder": folder}
+
+
+def trained(results=None) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """The grid's trainings as ``(name, seed)`` in schedule order: those whose results are in
+    ``results/`` with all their evaluations, and those still to come (a grid being produced over
+    several sittings, e.g. the 60,000-image runs, lands seed by seed)."""
+    from .runner import is_done
+
+    done, missing = [], []
+    for name in G.RUNS:
+        for seed in G.seeds_of(name):
+            ok = is_done(("train", name, seed, None), results) and all(
+                is_done(("eval", name, seed, spec), results) for spec in G.EVALS.get(name, []))
+            (done if ok else missing).append((name, seed))
+    return done, missing
 
 
 def posteriors(name: str, seed: int, tag: str, results=None):
@@ -73,61 +89,11 @@ def summarise(df, by: str = "label", value: str = "top1_err"):
     return g.agg(["mean", "std", "count"]).rename(columns={"count": "seeds"})
 
 
-# --- statistics over seeds: moving to vgg_lib/stats.py (kept unchanged, in one place, until then) --
-
-def _t_interval(values, level: float) -> tuple[float, float, float]:
-    """Mean of ``values`` (one per seed), the half-width of its t interval, and its standard error."""
-    from scipy import stats
-
-    v = np.asarray(values, float)
-    if len(v) < 2:
-        return float(v.mean()), float("nan"), float("nan")
-    se = float(v.std(ddof=1) / np.sqrt(len(v)))
-    return float(v.mean()), float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * se), se
-
-
-def mean_ci(values, level: float = 0.95) -> dict:
-    """Mean of ``values`` (one per seed) with its t confidence interval."""
-    mean, half, _ = _t_interval(values, level)
-    return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": len(np.asarray(values))}
-
-
-def difference(a, b, level: float = 0.95) -> dict:
-    """Mean of ``b`` minus mean of ``a`` with a Welch t confidence interval (seeds independent)."""
-    from scipy import stats
-
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    d = b.mean() - a.mean()
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = float(np.sqrt(va + vb))
-    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else 1.0
-    half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
-    return {"diff": float(d), "low": float(d - half), "high": float(d + half), "se": se}
-
-
-def verdict(diff: dict, better: str, worse: str, unit: str = "points") -> str:
-    """A sentence that follows from the interval: lower error is better."""
-    d, lo, hi = diff["diff"], diff["low"], diff["high"]
-    ci = f"{d:+.2f} {unit}, 95% CI [{lo:+.2f}, {hi:+.2f}]"
-    if hi < 0:
-        return f"{better} has the lower error ({ci}): the difference is significant at 95%."
-    if lo > 0:
-        return f"{better} has the *higher* error ({ci}): the opposite of the paper, significant at 95%."
-    return f"no significant difference between {worse} and {better} ({ci}): the interval contains 0."
-
-
-def paired_difference(a, b, level: float = 0.95) -> dict:
-    """Mean of ``b - a`` over seeds where ``a`` and ``b`` come from the same nets (e.g. two test
-    methods on each seed's net), with a t confidence interval on the paired differences."""
-    mean, half, se = _t_interval(np.asarray(b, float) - np.asarray(a, float), level)
-    return {"diff": mean, "low": mean - half, "high": mean + half, "se": se}
-
-
 # --- the comparisons of a set, and the paper beside them -------------------------------------------
 
 def compare(set_name: str, base: str, other: str, value: str = "top1_err", results=None) -> dict:
-    """``other`` minus ``base`` (labels of a set) over seeds: the error difference with its CI,
-    paired by seed in a set of ``PAIRED_SETS`` (Welch's otherwise)."""
+    """``other`` minus ``base`` (labels of a set) over seeds: the error difference with its CI and
+    MDE (``vgg_lib.stats``), paired by seed in a set of ``PAIRED_SETS`` (Welch's otherwise)."""
     df = table(set_name, results=results).sort_values("seed")
     a = df[df.label == base][value]
     b = df[df.label == other][value]
