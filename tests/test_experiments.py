@@ -282,7 +282,7 @@ NOT_FLAT_AT_CAP = {("C-full", 1): "its first division of the rate came at epoch 
 @pytest.mark.parametrize("set_name", [s for s in X.SETS if s not in SHORT_BUDGET_SETS])
 def test_every_comparison_runs_until_the_schedule_stops_or_the_curve_is_flat(set_name):
     for label, name in X.SETS[set_name].items():
-        for seed in X.SEEDS:
+        for seed in committed_seeds(name):
             r = X.load(name, seed)
             stop, m = r["summary"].get("stop_reason"), r["metrics"]
             if stop in ("lr_schedule", "diverged"):
@@ -337,3 +337,26 @@ def test_a_bf16_run_agrees_with_the_committed_float32_run_within_the_seed_spread
     assert r["amp"] == "bf16" and X.load(*X.VERIFY)["params"].get("amp", "off") == "off"
     print(r)
     assert abs(r["difference"]) <= r["tolerance"], r
+
+
+def test_the_core_sets_on_60000_images_are_paired_five_seed_sets_of_the_full_recipe():
+    # the experiments issue: the depth, LRN, 3x3-vs-5x5 and 1x1 comparisons on all of Fashion-MNIST's
+    # training images, at least five seeds, paired by seed (one data order per seed for every net)
+    for set_name, twelve_k in (("DEPTH_60K", "DEPTH"), ("LRN_60K", "LRN"), ("FILTERS_60K", "FILTERS"),
+                               ("ONE_BY_ONE_60K", "ONE_BY_ONE")):
+        assert set_name in X.PAIRED_SETS and list(X.SETS[set_name]) == list(X.SETS[twelve_k])
+        for name in X.SETS[set_name].values():
+            p = X.train_params(name, 0)
+            assert len(X.seeds_of(name)) >= 5 and p["train_size"] is None and p["amp"] == "bf16"
+            # the same recipe as the 12,000-image study but for the data and the precision
+            same = X.train_params(name.replace("-60k", "-full"), 0)
+            assert {k for k in p if p[k] != same.get(k)} == {"train_size", "amp", "run_dir"}, name
+
+
+@committed
+def test_the_landed_60000_image_runs_saw_every_training_image():
+    for name in PRODUCING:
+        for seed in committed_seeds(name):
+            params = X.load(name, seed)["params"]
+            assert params["train_images"] == 60_000 and params["val_images"] == 10_000, (name, seed)
+            assert params["amp"] == "bf16", (name, seed)

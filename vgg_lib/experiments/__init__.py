@@ -27,7 +27,7 @@ from .grid import (CROP, CROSS_SCALES, ENSEMBLES, EVAL_IMAGES, EVALS, EVALUATED,
                    seeds_of, tasks, train_params, with_dependencies, work_root)
 from .readers import (DENSE_AVERAGES, LOCALISATION_COMPARISONS, PAPER_OF, TABLE5_METHODS,  # noqa: F401
                       beside_paper, compare, cross_scale, dense_averaging,
-                      evaluated_centred, evaluations, fusion_table, grid_wall_time, load, localisation_comparisons,
+                      evaluated_centred, evaluations, fusion_table, grid_wall_time, landed_seeds, load, localisation_comparisons,
                       localisation_examples, localisation_metrics, localisation_table,
                       paired_table, paper_multi_scale_gain, paper_table3, posteriors, summarise, table, table5,
                       trained, verification_model)

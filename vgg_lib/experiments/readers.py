@@ -53,18 +53,28 @@ def trained(results=None) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]
     return done, missing
 
 
+def landed_seeds(set_name: str, results=None) -> tuple[int, ...]:
+    """The seeds for which every run of set ``set_name`` is in ``results/`` (trained and evaluated)."""
+    done = set(trained(results)[0])
+    runs = G.SETS[set_name].values()
+    seeds = sorted(set.intersection(*(set(G.seeds_of(name)) for name in runs)))
+    return tuple(s for s in seeds if all((name, s) in done for name in runs))
+
+
 def posteriors(name: str, seed: int, tag: str, results=None):
     """(posteriors float32 (N, classes), labels) saved by ``evaluate_run``."""
     f = np.load(results_root(results) / folder_name(name, seed) / f"posteriors_{tag}.npz")
     return f["posteriors"].astype(np.float32), f["labels"].astype(np.int64)
 
 
-def table(set_name: str, seeds=G.SEEDS, results=None):
+def table(set_name: str, seeds=None, results=None):
     """One row per (label, seed) of a named set: final validation errors in percent (centre
     crop at Q = S, the single-scale test of Sect. 4.1; for a set of ``SET_TESTS``, that
-    evaluation), epochs, lr decreases, stop reason."""
+    evaluation), epochs, lr decreases, stop reason. ``seeds``: default those of the set's runs."""
     import pandas as pd
 
+    if seeds is None:
+        seeds = sorted(set.intersection(*(set(G.seeds_of(name)) for name in G.SETS[set_name].values())))
     rows = []
     tag = G.SET_TESTS.get(set_name)
     for label, name in G.SETS[set_name].items():
