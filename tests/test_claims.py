@@ -24,7 +24,7 @@ def test_every_claim_reads_runs_of_the_grid_and_is_shown_on_a_page_of_the_book()
 
 def test_a_claim_whose_runs_have_not_landed_is_pending_not_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(X, "landed_seeds", lambda set_name, results=None: (0,))
-    row = next(c for c in claims.claims() if c.name == "depth: D vs A (60,000 images)")
+    row = next(c for c in claims.claims() if c.name == "depth: D vs A (all training data)")
     assert row.evidence(None) is None
 
 

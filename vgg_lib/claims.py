@@ -30,7 +30,7 @@ class Claim:
 
     name: str
     section: str
-    table: str  # where the Reproduction chapter lists it: "3", "3 (60,000 images)", "4", "5", "6", "A", "B"
+    table: str  # where the Reproduction chapter lists it: "3", "3 (all training data)", "4", "5", "6", "A", "B"
     page: str
     paper: float | None
     evidence: Callable
@@ -62,7 +62,7 @@ def _runs(set_name: str, *labels: str) -> tuple[str, ...]:
 def _set_claims(suffix: str, seeds, section_note: str) -> list[Claim]:
     """The architecture comparisons of Table 3 (and Sect. 4.1's 5x5 net) on one set family."""
     page = "reproduction.html#table-3-every-comparison" if not suffix else \
-        "reproduction.html#the-core-comparisons-on-all-60-000-training-images"
+        "reproduction.html#the-core-comparisons-on-all-the-training-data"
     rows = [("depth: B vs A", "DEPTH", "A (11)", "B (13)", _table3("B") - _table3("A"), None),
             ("depth: D vs A", "DEPTH", "A (11)", "D (16)", _table3("D") - _table3("A"), None),
             ("depth: E vs A", "DEPTH", "A (11)", "E (19)", _table3("E") - _table3("A"), None),
@@ -144,7 +144,7 @@ def claims() -> list[Claim]:
     jitter_vs_384 = _table3("D", "256-512") - _table3("D", "384")
     return [
         *_set_claims("", None, ""),
-        *_set_claims("_60K", "landed", " (60,000 images)"),
+        *_set_claims("_60K", "landed", " (all training data)"),
         *[Claim(f"scale ({where}): jittered vs {first}", "our control" if p is None else "Table 3, Sect. 3.1", "3",
                 "training.html", p, _set(set_name, first, "S=[256,512]"), _runs(set_name, first, "S=[256,512]"))
           for set_name, where, first, p in (
