@@ -61,7 +61,7 @@ def _runs(set_name: str, *labels: str) -> tuple[str, ...]:
 
 def _set_claims(suffix: str, seeds, section_note: str) -> list[Claim]:
     """The architecture comparisons of Table 3 (and Sect. 4.1's 5x5 net) on one set family."""
-    page = "reproduction.html#table-3-every-comparison" if not suffix else \
+    page = "reproduction.html#table-3-the-comparisons-of-training" if not suffix else \
         "reproduction.html#the-core-comparisons-on-all-the-training-data"
     rows = [("depth: B vs A", "DEPTH", "A (11)", "B (13)", _table3("B") - _table3("A"), None),
             ("depth: D vs A", "DEPTH", "A (11)", "D (16)", _table3("D") - _table3("A"), None),
