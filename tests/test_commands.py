@@ -143,3 +143,18 @@ def test_notebooks_are_committed_without_outputs_and_with_cell_ids():
         for c in nb["cells"]:
             if c["cell_type"] == "code":
                 assert not c["outputs"] and c["execution_count"] is None, f"{path.name}: a committed output"
+
+
+def test_plumbing_cells_are_folded_and_the_teaching_code_stays_visible():
+    # the book issue: a chapter is prose first; reading results, formatting and plotting are folded
+    # behind a "show code" toggle (hide-input), the code a reader learns from stays in sight
+    import json
+
+    folded = visible = 0
+    for path in sorted((REPO / "book").glob("*.ipynb")):
+        cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        hidden = [c for c in cells if "hide-input" in c["metadata"].get("tags", [])]
+        folded, visible = folded + len(hidden), visible + len(cells) - len(hidden)
+        if path.stem in ("training", "testing", "localisation", "reproduction", "transfer", "fusion"):
+            assert len(hidden) >= len(cells) // 2, f"{path.name}: {len(hidden)} of {len(cells)} code cells folded"
+    assert folded >= 60 and visible >= 10, (folded, visible)
