@@ -126,3 +126,28 @@ def test_the_bibliography_is_reachable_and_the_intro_cites_the_paper(server, bro
     cites = page.locator("a[href*='bibliography.html#']")
     assert cites.count() >= 5
     page.close()
+
+
+PROSE_TEXT = """() => { const a = document.querySelector('article').cloneNode(true);
+    a.querySelectorAll('pre, code, .cell_input, mjx-container, script, style, .MathJax').forEach(e => e.remove());
+    return a.textContent; }"""
+TABLE_CELLS = """() => [...document.querySelectorAll('article table td, article table th')]
+    .map(c => c.textContent.trim())"""
+
+
+def test_no_page_shows_raw_latex_or_nan_in_a_table(server, browser):
+    # the book issue: "$S$ = 37" printed as text, and "nan" in tables where the paper has no number
+    import re
+
+    problems = []
+    page = browser.new_page()
+    for path in pages():
+        if not path.startswith("book/"):
+            continue
+        page.goto(f"{server}/{path}", wait_until="networkidle")
+        text = page.evaluate(PROSE_TEXT)
+        problems += [f"{path}: raw LaTeX {m!r}" for m in re.findall(r"\$[^$\s][^$\n]{0,40}\$", text)]
+        problems += [f"{path}: a table cell says {c!r}" for c in page.evaluate(TABLE_CELLS)
+                     if c.lower() in ("nan", "none", "<na>")]
+    page.close()
+    assert not problems, "\n".join(problems)
