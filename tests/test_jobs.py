@@ -16,8 +16,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 os.environ.setdefault("VGG_LIB_CACHE", str(REPO / ".cache" / "vgg_lib"))
 
-from vgg_lib import jobs  # noqa: E402
-from vgg_lib.train import TrainConfig, train  # noqa: E402
+from vgg_lib import jobs, runs  # noqa: E402
+from vgg_lib.options import TrainConfig  # noqa: E402
+from vgg_lib.train import train  # noqa: E402
 
 NOTEBOOK = REPO / "book" / "jobs" / "train.ipynb"
 GOOD = dict(width=0.0625, epochs=2, batch_size=32, train_size=128, val_size=64, image_size=40)
@@ -138,9 +139,9 @@ def test_collect_reads_every_kind_of_run_folder(tmp_path):
     nested.mkdir(parents=True)
     (nested / "params.json").write_text(json.dumps({"config": "E", "S": [256, 512]}))
     (nested / "summary.json").write_text(json.dumps({"status": "failed", "failure": {"epoch": 3}}))
-    table = jobs.collect(tmp_path).set_index("config")
+    table = runs.collect(tmp_path).set_index("config")
     assert sorted(table.index) == ["A", "E"]
     assert table.loc["A", "status"] == "finished" and table.loc["A", "results_eval.top1_err"] == 0.25
     assert table.loc["A", "results_eval.scales.Q"] == 37 and 0 <= table.loc["A", "val_top1_err"] <= 100
     assert table.loc["E", "failure.epoch"] == 3 and table.loc["E", "S"] == "256-512"
-    assert len(jobs.collect(tmp_path / "nothing")) == 0
+    assert len(runs.collect(tmp_path / "nothing")) == 0

@@ -429,7 +429,8 @@ def test_missing_annotation_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def shapes_run(tmp_path_factory):
-    from vgg_lib.train import TrainConfig, train
+    from vgg_lib.options import TrainConfig
+    from vgg_lib.train import train
 
     root = tmp_path_factory.mktemp("loc_runs")
     return train(TrainConfig(config="A", dataset="shapes", width=1 / 16, pools=3, epochs=1, batch_size=32,
@@ -481,7 +482,8 @@ def test_localise_job_writes_a_run_folder_with_both_protocols_and_is_reused(shap
 @pytest.mark.slow
 def test_localise_job_refuses_bad_input_in_one_line_before_work(shapes_run, tmp_path, monkeypatch):
     from vgg_lib import jobs
-    from vgg_lib.train import TrainConfig, train
+    from vgg_lib.options import TrainConfig
+    from vgg_lib.train import train
 
     notebook = _job_env(monkeypatch, tmp_path)
     digits = train(TrainConfig(config="A", dataset="digits", width=1 / 16, pools=3, epochs=1, batch_size=32,
