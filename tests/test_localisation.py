@@ -583,7 +583,7 @@ def test_train_localiser_refuses_bad_input_before_work(tmp_path):
 def _fabricate(root, seeds=(0, 1, 2)):
     """Result folders as the grid writes them, with made-up numbers: PCR better than SCR by
     about 4 points, all layers better than fc by 1, the union 2 points under PCR-all."""
-    from vgg_lib.runs import write_json
+    from vgg_lib.atomic import write_json
 
     base = {"SCR-fc": 40.0, "SCR-all": 39.0, "PCR-fc": 36.0, "PCR-all": 35.0, "PCR-all-lr0.001": 60.0}
     for name in [*X.LOCALISERS, *X.LOCALISER_UNIONS]:

@@ -27,8 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+from .atomic import write_json
 from .checks import ConfigError
-from .runs import RUNTIME_FIELDS, collect_text, is_done, read_summary, run_name, runs_root, status, write_json
+from .runs import RUNTIME_FIELDS, collect_text, is_done, read_summary, run_name, runs_root, status
 
 KERNEL = "python3"
 NAME_WORDS = ("config", "dataset", "seed")

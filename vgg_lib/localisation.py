@@ -467,7 +467,7 @@ def evaluate_localisers(localisers: Sequence[VGG], run, params: dict, out=None) 
     images at ``params["protocol2_scales"]`` (None: ``S``); with ``params["examples"]`` and
     ``out``, also ``out/examples.npz`` (``dense_examples`` of the first images, with what
     rebuilds them: ``val_size``, ``image_size`` and ``pixels_per_image_pixel``)."""
-    from .runs import write_atomic
+    from .atomic import write_atomic
 
     S, n = params["S"], params["protocol2_size"]
     scales = tuple(params.get("protocol2_scales") or (S,))

@@ -9,8 +9,8 @@ or one job's results (evaluation, fusion, transfer)::
     checkpoint.pt   model, optimiser, schedule, RNG states, preprocessing (training runs)
     results_*.json  what jobs computed from the run (evaluation, transfer)
 
-Every file is written atomically (a temporary file, then a rename), so a killed process never
-leaves half a file. A run is named by its *identity*, the parameters that change what it
+Every file is written atomically (``vgg_lib.atomic``: a temporary file, then a rename), so a
+killed process never leaves half a file. A run is named by its *identity*, the parameters that change what it
 computes (``run_name``): the same training started from ``python -m vgg_lib.train``, from the
 training job or from the book lands in the same folder and is reused.
 
@@ -24,17 +24,16 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import io
 import json
 import os
 import pickle
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .atomic import write_atomic, write_csv, write_json
 from .checks import ConfigError, read_json
 
 RUN_FILES = ("params.json", "summary.json", "metrics.csv", "checkpoint.pt")
@@ -59,35 +58,7 @@ def run_name(identity: dict, words) -> str:
     return f"{slug}-{digest}" if slug else digest
 
 
-# --- atomic writes ------------------------------------------------------------------------------
-
-def write_atomic(path, write) -> None:
-    """Call ``write(binary_file)`` on a temporary file beside ``path``, then rename it onto
-    ``path``: a reader never sees half a file, two writers of the same file both leave a
-    complete one, and a failed write (disk full) removes its temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path, obj) -> None:
-    write_atomic(path, lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()))
-
-
-def write_csv(path, rows: list[dict], fields) -> None:
-    text = io.StringIO()
-    w = csv.DictWriter(text, list(fields))
-    w.writeheader()
-    w.writerows(rows)
-    write_atomic(path, lambda f: f.write(text.getvalue().encode()))
-
+# --- checkpoints --------------------------------------------------------------------------------
 
 def save_checkpoint(obj, path) -> None:
     write_atomic(path, lambda f: torch.save(obj, f))
