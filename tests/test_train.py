@@ -23,7 +23,7 @@ os.environ.setdefault("VGG_LIB_CACHE", str(REPO / ".cache" / "vgg_lib"))
 
 import torch.nn.functional as F  # noqa: E402
 
-from vgg_lib import loop  # noqa: E402
+from vgg_lib import loop, runs  # noqa: E402
 from vgg_lib import train as T  # noqa: E402
 from vgg_lib.checks import ConfigError  # noqa: E402
 from vgg_lib.data import loaders  # noqa: E402
@@ -181,7 +181,7 @@ def test_run_folder_is_complete(run_a):
     assert sorted(p.name for p in run_a.iterdir()) == ["checkpoint.pt", "metrics.csv", "params.json",
                                                        "summary.json"]
     metrics = pd.read_csv(run_a / "metrics.csv")
-    assert list(metrics.columns) == T.METRICS and list(metrics.epoch) == [1, 2]
+    assert list(metrics.columns) == runs.METRICS and list(metrics.epoch) == [1, 2]
     assert metrics.val_top1_err.between(0, 100).all() and (metrics.lr == 1e-2).all()
     summary = json.loads((run_a / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["stop_reason"] == "epochs"
@@ -274,7 +274,7 @@ def test_a_run_stopped_by_its_epoch_cap_goes_on_to_a_larger_cap(tmp_path):
     short = train(tiny(tmp_path, "extended", epochs=2, **kw))
     extended = train(tiny(tmp_path, "extended", epochs=4, **kw))
     assert_same_weights(weights(reference), weights(extended))
-    cols = [c for c in T.METRICS if c not in ("images_per_s", "seconds")]
+    cols = [c for c in runs.METRICS if c not in ("images_per_s", "seconds")]
     pd.testing.assert_frame_equal(pd.read_csv(reference / "metrics.csv")[cols],
                                   pd.read_csv(extended / "metrics.csv")[cols])
     assert json.loads((short / "params.json").read_text())["epochs"] == 4
@@ -317,7 +317,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert killed_at < kw["epochs"] and json.loads((Path(victim.run_dir) / "summary.json").read_text())["status"] == "running"
     resumed = train(victim)
     assert_same_weights(weights(reference), weights(resumed))
-    cols = [c for c in T.METRICS if c not in ("images_per_s", "seconds")]
+    cols = [c for c in runs.METRICS if c not in ("images_per_s", "seconds")]
     pd.testing.assert_frame_equal(pd.read_csv(reference / "metrics.csv")[cols],
                                   pd.read_csv(resumed / "metrics.csv")[cols])
     assert json.loads((resumed / "summary.json").read_text())["status"] == "finished"
@@ -445,9 +445,9 @@ def test_a_skipped_step_changes_no_weight_and_no_momentum():
 def test_host_reads_do_not_grow_with_the_number_of_steps(tmp_path, monkeypatch):
     """No .item() or tensor construction per step or micro-batch: values are read from the
     device once per SYNC_EVERY steps and once per epoch (counted in the frames of the training's
-    own modules: the loop, its loaders, train)."""
+    own modules: the loop, its loaders, the run folder, train)."""
     reads = []
-    own_files = {loop.__file__, loaders.__file__, T.__file__}
+    own_files = {loop.__file__, loaders.__file__, runs.__file__, T.__file__}
 
     def counting(name):
         real = getattr(torch.Tensor, name)

@@ -504,9 +504,9 @@ def train_localiser(run, params: dict, out, *, device="cpu", max_steps: int | No
     the scale ``S`` of training and testing, the plateau schedule's epoch cap and its ``lr``,
     batch size, image counts and ``seed``. ``max_steps`` cuts training short (tests).
     """
-    from . import runs
     from .data import build_dataset, test_transform, train_transform
     from .loop import Loop
+    from .runs import RunFolder
 
     missing = [k for k in PARAMS if k not in params]
     if missing:
@@ -536,13 +536,13 @@ def train_localiser(run, params: dict, out, *, device="cpu", max_steps: int | No
     results.update(evaluate_localisers([net], run, p, out))
     results.update(seconds=round(seconds, 1), epochs_done=len(history),
                    lr_decreases=sum(a["lr"] > b["lr"] for a, b in zip(history, history[1:])))
-    out = Path(out)
-    runs.write_json(out / "params.json", p)
-    runs.write_csv(out / "metrics.csv", history, list(history[0]))
-    runs.save_checkpoint({"model": net.state_dict(), "per_class": p["per_class"], "layers": p["layers"],
-                          "source": str(run.path)}, out / "checkpoint.pt")
-    runs.write_json(out / "results_localisation.json", {**results, "unit": "percent"})
-    runs.write_json(out / "summary.json", {"status": "finished", "units": runs.UNITS, **results})
+    folder = RunFolder(out)
+    folder.write_params(p)
+    folder.write_metrics(history)
+    folder.write_checkpoint({"model": net.state_dict(), "per_class": p["per_class"], "layers": p["layers"],
+                             "source": str(run.path)})
+    folder.write_results("localisation", {**results, "unit": "percent"})
+    folder.write_summary("finished", **results)  # last: a folder with a summary is complete
     return results
 
 

@@ -34,43 +34,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import json
 import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from .checks import ConfigError, read_json
 from .data.loaders import build_data, default_workers, training_loaders
-from .loop import Fitted, Loop, Recipe, TrainState, cpu_precision, fit, native_bf16, resolved_amp
+from .loop import Loop, Recipe, TrainState, cpu_precision, fit, resolved_amp
 from .models import VGG, init_from, init_weights, vgg
 from .options import TrainConfig
-from .runs import (RUN_FILES, UNITS, load_checkpoint, load_run, read_summary, run_failure, save_checkpoint,
-                   write_csv, write_json)
-
-# --- run folders -----------------------------------------------------------------------------
-
-METRICS = ["epoch", "train_loss", "train_top1_err", "train_top5_err", "val_top1_err", "val_top5_err",
-           "lr", "images_per_s", "seconds"]
-
-
-def _summary(status, history, **extra) -> dict:
-    s = {"status": status, "units": UNITS, "epochs_done": len(history)}
-    if history:
-        best = min(history, key=lambda r: r["val_top1_err"])
-        last = history[-1]
-        s.update(best_epoch=best["epoch"], best_val_top1_err=best["val_top1_err"],
-                 **{k: last[k] for k in METRICS[1:7]},
-                 seconds=round(sum(r["seconds"] for r in history), 2),
-                 images_per_s=round(float(np.mean([r["images_per_s"] for r in history])), 1))
-    s.update(extra)
-    return s
-
+from .runs import RUN_FILES, TrainingFolder, load_checkpoint, load_run, read_summary, run_failure
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -93,9 +71,10 @@ def train(cfg: TrainConfig) -> Path:
         raise ConfigError(f"batch_size={cfg.batch_size} is larger than the training set "
                           f"({len(train_set)} images); use a smaller batch_size or more images")
     workers = default_workers(loop.device) if cfg.workers is None else cfg.workers
-    folder = _RunFolder(cfg, run_dir, loop, stats, list(train_set.classes))
-    folder.write_params(workers, len(train_set), len(val_set))
-    model = _initial_model(cfg, folder.model_args, loop)
+    classes = list(train_set.classes)
+    folder = TrainingFolder(cfg, run_dir, loop, stats, classes)
+    folder.write_training_params(workers, len(train_set), len(val_set))
+    model = _initial_model(cfg, len(classes), loop)
     state = TrainState.start(model.parameters(), Recipe(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.patience,
                                                         cfg.lr_factor, cfg.max_decreases),
                              scaler=torch.amp.GradScaler(loop.device.type) if loop.amp == "fp16" else None,
@@ -191,97 +170,18 @@ def _open_run_folder(cfg: TrainConfig, run_dir: Path):
     return resume
 
 
-def _initial_model(cfg: TrainConfig, model_args: dict, loop: Loop) -> VGG:
+def _initial_model(cfg: TrainConfig, num_classes: int, loop: Loop) -> VGG:
     """The network and its initialisation (Sect. 3.1), on the device."""
     torch.manual_seed(cfg.seed)
-    model = init_weights(vgg(**model_args, init=None), "glorot" if cfg.init == "glorot" else "normal",
-                         cfg.init_std)
+    model = vgg(cfg.config, num_classes, width=cfg.width, batch_norm=cfg.batch_norm, dropout=cfg.dropout,
+                input_size=cfg.crop, init=None, pools=cfg.pools)
+    model = init_weights(model, "glorot" if cfg.init == "glorot" else "normal", cfg.init_std)
     if cfg.init == "from_run":  # the rest stays random, as in the paper
         init_from(model, load_run(cfg.init_source).model)  # Sect. 3.1, layers matched by name
     if cfg.init_run is not None:
         model.load_state_dict(load_run(cfg.init_run).model.state_dict())
     model.to(loop.device)
     return model.to(memory_format=torch.channels_last) if loop.channels_last else model
-
-
-class _RunFolder:
-    """What ``train`` writes into its run folder (rank 0 only): params, a checkpoint and the
-    metrics after every epoch, the summary (running, finished or failed)."""
-
-    def __init__(self, cfg: TrainConfig, run_dir: Path, loop: Loop, stats: dict, classes: list):
-        self.cfg, self.run_dir, self.loop, self.stats, self.classes = cfg, run_dir, loop, stats, classes
-        self.main = loop.rank == 0
-        self.model_args = dict(name=cfg.config, num_classes=len(classes), width=cfg.width, batch_norm=cfg.batch_norm,
-                               dropout=cfg.dropout, input_size=cfg.crop, pools=cfg.pools)
-        self.fitted = Fitted([], "epochs", 0)
-
-    def write_params(self, workers: int, train_images: int, val_images: int) -> None:
-        if self.main:  # what this process resolved (workers, amp) is recorded, not the None defaults
-            write_json(self.run_dir / "params.json", {
-                **self.cfg.to_dict(), "workers": workers, "amp": self.loop.amp, "run_dir": str(self.run_dir),
-                "channels_last": self.loop.channels_last,
-                **({"native_bf16": native_bf16()} if self.loop.device.type == "cpu" else {}),
-                "classes": self.classes, "num_classes": len(self.classes), "test_scale": self.cfg.test_scale,
-                "train_images": train_images, "val_images": val_images, "world_size": self.loop.world,
-                "torch": torch.__version__})
-
-    def start(self, model, state: TrainState) -> None:
-        """Bind the training's model and state, and write its metrics and summary so far."""
-        self.model, self.state = model, state
-        self.fitted = Fitted(list(state.history), "epochs", state.step)
-        if self.main:
-            write_csv(self.run_dir / "metrics.csv", self.fitted.history, METRICS)
-        self.summary("running")
-
-    def summary(self, status: str, **extra) -> None:
-        if self.main:
-            write_json(self.run_dir / "summary.json", _summary(status, self.fitted.history, steps=self.fitted.steps,
-                                                               lr_decreases=self.state.schedule.decreases, **extra))
-
-    def end_of_epoch(self, fitted: Fitted, done: bool) -> None:
-        self.fitted = fitted
-        if self.main:
-            c = self.cfg
-            save_checkpoint({
-                "model": self.model.state_dict(), **self.state.state_dict(),
-                "world_size": self.loop.world, "epoch": len(fitted.history), "step": fitted.steps, "units": UNITS,
-                "history": fitted.history, "finished": done, "stop_reason": fitted.stop_reason,
-                "model_args": self.model_args, "classes": self.classes, "mean": self.stats["mean"],
-                "preprocess": dict(S=c.S, Q=c.test_scale, crop=c.crop, pixel_scale=c.pixel_scale, flip=c.flip,
-                                   colour_std=c.colour_std),
-                "eigval": self.stats["eigval"], "eigvec": self.stats["eigvec"]}, self.run_dir / "checkpoint.pt")
-            write_csv(self.run_dir / "metrics.csv", fitted.history, METRICS)
-        self.summary("finished" if done else "running", stop_reason=fitted.stop_reason if done else None)
-        if self.main and self.cfg.progress:
-            r = fitted.history[-1]
-            print(f"epoch {r['epoch']:3d}  loss {r['train_loss']:.3f}  train top-1 {r['train_top1_err']:.2f}%  "
-                  f"val top-1 {r['val_top1_err']:.2f}%  top-5 {r['val_top5_err']:.2f}%  lr {r['lr']:.0e}  "
-                  f"{r['images_per_s']:.0f} img/s", flush=True)
-
-    def end(self, fitted: Fitted, resumed_stop: str | None) -> None:
-        self.fitted = fitted
-        if fitted.stop_reason == "diverged":  # keep the last good checkpoint
-            f, lr = fitted.failure, self.cfg.lr
-            kept = (f"the checkpoint of epoch {f['epoch'] - 1} is kept" if (self.run_dir / "checkpoint.pt").is_file()
-                    else "no checkpoint was written (no epoch finished)")
-            self.summary("failed", stop_reason="diverged", failure={
-                **f, "reason": f"non-finite loss at epoch {f['epoch']}, step {f['step']}; lr={lr} is probably "
-                               f"too large; {kept}"})
-        elif resumed_stop is not None:  # nothing was trained: the checkpoint already read says why it stopped
-            self.summary("finished", stop_reason=resumed_stop)
-
-    def crashed(self, e: BaseException) -> None:
-        try:
-            self.summary("failed", stop_reason="error", failure={
-                "epoch": len(self.fitted.history) + 1, "step": None, "reason": f"{type(e).__name__}: {e}"})
-        except OSError:
-            pass  # the folder cannot be written at all (disk full, read-only): say so below
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
-            ckpt = self.run_dir / "checkpoint.pt"
-            kept = f"the checkpoint of epoch {load_checkpoint(ckpt)['epoch']} is kept" if ckpt.is_file() else \
-                "no checkpoint was written"
-            raise ConfigError(f"cannot write to run folder {self.run_dir} ({e.strerror}); {kept}: free some "
-                              "space or make the folder writable, then run again to resume") from e
 
 
 def _jsonable(v):
