@@ -70,6 +70,18 @@ def test_recipe_defaults_are_the_papers():
     assert TrainConfig(S="256,512", crop=224).S == [256, 512]
 
 
+def test_jittered_nets_are_validated_in_training_at_the_scale_evaluation_tests():
+    """One middle of a jittered scale, Q = 0.5 (Smin + Smax) rounded half up: training validates
+    and evaluation tests at the same Q (an odd Smin + Smax used to give 383 here, 384 there)."""
+    from vgg_lib import evaluate as E
+    from vgg_lib.data import jitter_middle
+
+    assert jitter_middle([255, 512]) == 384 and jitter_middle(300) == 300
+    assert TrainConfig(crop=224, S=[255, 512]).test_scale == 384 == E.paper_test_scales([255, 512])[1]
+    cfg = TrainConfig(S=[37, 73])  # the committed jittered runs: unchanged
+    assert cfg.test_scale == 55 == E.paper_test_scales(cfg.S, crop=cfg.crop)[1]
+
+
 def test_schedule_divides_lr_three_times_then_stops():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
     schedule = Schedule(opt, factor=0.1, patience=1, max_decreases=3)

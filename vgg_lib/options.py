@@ -19,6 +19,7 @@ import torch
 
 from .checks import ConfigError, boolean, numeric, read_json
 from .configs import resolve
+from .data.transforms import jitter_middle
 from .runs import RUNTIME_FIELDS, run_name, runs_root, status
 
 INIT_CHOICES = ("normal", "glorot", "from_run")
@@ -234,7 +235,7 @@ class TrainConfig:
     @property
     def test_scale(self) -> int:
         """Q used for validation during training: S, or (Smin + Smax) / 2 when jittering (Sect. 4.1)."""
-        return self.S if isinstance(self.S, int) else (self.S[0] + self.S[1]) // 2
+        return jitter_middle(self.S)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
