@@ -268,7 +268,7 @@ def test_training_batches_feed_the_loss(tmp_path, classifier):
 
 
 def test_fine_tune_localiser_trains_through_the_shared_loop(tmp_path, classifier):
-    """The localiser trains with train.fit: a loss that falls on a fixed batch, localisation
+    """The localiser trains with loop.fit: a loss that falls on a fixed batch, localisation
     errors in percent per epoch, and "fc" leaves the convolutions as they were (Table 8)."""
     from vgg_lib.data import build_dataset
 

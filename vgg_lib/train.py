@@ -75,8 +75,9 @@ def train(cfg: TrainConfig) -> Path:
     folder = TrainingFolder(cfg, run_dir, loop, stats, classes)
     folder.write_training_params(workers, len(train_set), len(val_set))
     model = _initial_model(cfg, len(classes), loop)
-    state = TrainState.start(model.parameters(), Recipe(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.patience,
-                                                        cfg.lr_factor, cfg.max_decreases),
+    recipe = Recipe(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, patience=cfg.patience,
+                    lr_factor=cfg.lr_factor, max_decreases=cfg.max_decreases)
+    state = TrainState.start(model.parameters(), recipe,
                              scaler=torch.amp.GradScaler(loop.device.type) if loop.amp == "fp16" else None,
                              loader_generator=torch.Generator().manual_seed(cfg.seed))
     if isinstance(resume, dict):

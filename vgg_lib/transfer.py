@@ -315,6 +315,7 @@ def fine_tune(model: VGG, dataset, num_classes: int | None = None, *, mean, pixe
     transform = train_transform(S or paper_scales(net, multi=False)[0], net.input_size, mean, colour_std=0.0,
                                 pixel_scale=pixel_scale)
     loader = augmented_loader(dataset, transform, batch_size, seed)
-    fit(net, loader, epochs=epochs, state=TrainState.start(net.parameters(), Recipe(lr, momentum, weight_decay)),
+    recipe = Recipe(lr=lr, momentum=momentum, weight_decay=weight_decay)
+    fit(net, loader, epochs=epochs, state=TrainState.start(net.parameters(), recipe),
         loop=Loop(device=old.device, dtype=old.dtype, seed=seed, pixel_scale=pixel_scale, progress=progress))
     return net.eval()
