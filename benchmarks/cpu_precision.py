@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vgg_lib.analysis import layer_table  # noqa: E402
 from vgg_lib.models import vgg  # noqa: E402
-from vgg_lib.train import cpu_precision, native_bf16  # noqa: E402
+from vgg_lib.loop import cpu_precision, native_bf16  # noqa: E402
 
 MODES = {"fp32 NCHW": ("off", False), "fp32 channels_last": ("off", True),
          "bf16 NCHW": ("bf16", False), "bf16 channels_last": ("bf16", True)}

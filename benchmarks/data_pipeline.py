@@ -34,7 +34,8 @@ from torchvision import transforms as T
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vgg_lib.data import build_dataset, train_transform  # noqa: E402
 from vgg_lib.data.shapes import generate  # noqa: E402
-from vgg_lib.train import _Augmented, _collate, _to_device  # noqa: E402  (what train() runs)
+from vgg_lib.data.loaders import _Augmented, _collate  # noqa: E402  (what train() runs)
+from vgg_lib.loop import _to_device  # noqa: E402
 
 SMIN, SMAX, CROP = 256, 512, 224
 # ImageNet's statistics as used by AlexNet-style code (eigenvalues for RGB in [0, 1])

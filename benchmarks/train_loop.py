@@ -28,7 +28,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("VGG_LIB_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "vgg_lib"))
-from vgg_lib.train import TrainConfig, build_data, train  # noqa: E402
+from vgg_lib.data.loaders import build_data  # noqa: E402
+from vgg_lib.options import TrainConfig  # noqa: E402
+from vgg_lib.train import train  # noqa: E402
 from vgg_lib.models import init_weights, vgg  # noqa: E402
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from vgg_lib import jobs
 from vgg_lib import train as T
+from vgg_lib.configs import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 JOB = REPO / "book" / "jobs" / "train.ipynb"
@@ -123,7 +124,7 @@ def check(where, kind, settings):
     if init == "from_run":
         assert s.get("init_source"), f"{what}: init from_run without init_source"
     elif init == "normal":
-        assert T.resolve(s["config"]) == "A", f"{what}: a deep net from N(0, 0.01) stalls"
+        assert resolve(s["config"]) == "A", f"{what}: a deep net from N(0, 0.01) stalls"
     else:
         assert init == "glorot" or s.get("init_run"), what
     if S == [256, 512]:

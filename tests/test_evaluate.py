@@ -336,7 +336,8 @@ EVAL_NOTEBOOK = __import__("pathlib").Path(__file__).resolve().parents[1] / "boo
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     """Two tiny finished training runs (nets A and B, one epoch on 64 shapes)."""
-    from vgg_lib.train import TrainConfig, train
+    from vgg_lib.options import TrainConfig
+    from vgg_lib.train import train
     root = tmp_path_factory.mktemp("runs")
     return root, [train(TrainConfig(config=c, dataset="shapes", train_size=64, val_size=32, epochs=1,
                                     batch_size=32, width=1 / 16, device="cpu", progress=False,
@@ -353,8 +354,8 @@ def test_evaluate_job_lists_its_parameters_with_their_meaning():
 
 @pytest.mark.slow
 def test_evaluate_job_writes_results_into_run_folders_and_fuses(two_runs):
-    from vgg_lib import data, jobs
-    from vgg_lib.train import load_run
+    from vgg_lib import data, jobs, runs
+    from vgg_lib.runs import load_run
     root, (a, b) = two_runs
     job = jobs.run(EVAL_NOTEBOOK, {"run_dirs": f"{a},{b}", "method": "dense,multi_crop,dense_multi_crop",
                                    "size": 12, "workers": 1}, root=root / "jobs")
@@ -379,7 +380,7 @@ def test_evaluate_job_writes_results_into_run_folders_and_fuses(two_runs):
     [fusion] = root.glob("fusion-A+B-*")
     fused = json.loads((fusion / f"results_dense_{tag}.json").read_text())
     assert fused["top1_error"] == pytest.approx(E.topk_error(E.fuse(list(posteriors.values())), saved["labels"], 1))
-    table = jobs.collect(root)
+    table = runs.collect(root)
     row = table.set_index("run").loc["A"]
     assert row[f"results_dense_{tag}.top1_error"] == pytest.approx(
         json.loads((a / f"results_dense_{tag}.json").read_text())["top1_error"])

@@ -16,7 +16,8 @@ from vgg_lib import experiments as X
 from vgg_lib import stats as stats_lib
 from vgg_lib.data import build_dataset, datasets
 from vgg_lib.models import fully_convolutional, init_from, vgg
-from vgg_lib.train import TrainConfig, parser
+from vgg_lib.options import TrainConfig
+from vgg_lib.train import parser
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -100,7 +101,7 @@ def test_pools_is_checked():
         vgg("A", pools=6)
     with pytest.raises(ValueError, match=r"input_size must be an integer >= 32 \(5 2x2 poolings\)"):
         vgg("A", input_size=16)
-    from vgg_lib.train import ConfigError
+    from vgg_lib.checks import ConfigError
     with pytest.raises(ConfigError, match=r"pools=7 is not allowed"):
         TrainConfig(pools=7)
 
@@ -330,7 +331,7 @@ def test_sets_fine_tuned_from_one_net_are_compared_paired_by_seed(tmp_path, monk
 def test_a_bf16_run_agrees_with_the_committed_float32_run_within_the_seed_spread(tmp_path):
     # The reference run A seed 0 was trained in float32; re-trained with bf16 autocast (what
     # train now picks on a CPU with native bf16) it lands within 3 seed standard deviations.
-    if not __import__("vgg_lib.train", fromlist=["native_bf16"]).native_bf16():
+    if not __import__("vgg_lib.loop", fromlist=["native_bf16"]).native_bf16():
         pytest.skip("this CPU has no native bf16: train runs float32 here, nothing to compare")
     r = X.verify(*X.VERIFY, work=tmp_path, amp="bf16")
     # (runs trained before bf16 was used on the CPU do not record amp: they ran float32)

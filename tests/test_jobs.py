@@ -16,8 +16,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 os.environ.setdefault("VGG_LIB_CACHE", str(REPO / ".cache" / "vgg_lib"))
 
-from vgg_lib import jobs  # noqa: E402
-from vgg_lib.train import TrainConfig, train  # noqa: E402
+from vgg_lib import jobs, runs  # noqa: E402
+from vgg_lib.atomic import write_json  # noqa: E402
+from vgg_lib.checks import ConfigError  # noqa: E402
+from vgg_lib.options import TrainConfig  # noqa: E402
+from vgg_lib.train import train  # noqa: E402
 
 NOTEBOOK = REPO / "book" / "jobs" / "train.ipynb"
 GOOD = dict(width=0.0625, epochs=2, batch_size=32, train_size=128, val_size=64, image_size=40)
@@ -138,12 +141,12 @@ def test_collect_reads_every_kind_of_run_folder(tmp_path):
     nested.mkdir(parents=True)
     (nested / "params.json").write_text(json.dumps({"config": "E", "S": [256, 512]}))
     (nested / "summary.json").write_text(json.dumps({"status": "failed", "failure": {"epoch": 3}}))
-    table = jobs.collect(tmp_path).set_index("config")
+    table = runs.collect(tmp_path).set_index("config")
     assert sorted(table.index) == ["A", "E"]
     assert table.loc["A", "status"] == "finished" and table.loc["A", "results_eval.top1_err"] == 0.25
     assert table.loc["A", "results_eval.scales.Q"] == 37 and 0 <= table.loc["A", "val_top1_err"] <= 100
     assert table.loc["E", "failure.epoch"] == 3 and table.loc["E", "S"] == "256-512"
-    assert len(jobs.collect(tmp_path / "nothing")) == 0
+    assert len(runs.collect(tmp_path / "nothing")) == 0
 
 
 def test_a_grid_file_may_list_runs_as_records_of_the_reference_grid(tmp_path):
@@ -164,10 +167,10 @@ runs:
         dict(dataset="shapes", width=0.0625, epochs=2, train_size=128, lr=0.001, config="A", S=48, seed=1,
              starts_from={"init_run": 1})]
     grid_file.write_text(grid_file.read_text().replace("seeds: [0, 1]", "seeds: [0]"))
-    with pytest.raises(jobs.ConfigError, match=r"run A-tuned seed 1 starts from \['A-short-s1'\], not in the grid"):
+    with pytest.raises(ConfigError, match=r"run A-tuned seed 1 starts from \['A-short-s1'\], not in the grid"):
         jobs.load_grid(grid_file)
     grid_file.write_text(grid_file.read_text().replace("lr: 0.001", "rate: 0.001"))
-    with pytest.raises(jobs.ConfigError, match=r"recipe TUNE params: unknown key\(s\) \['rate'\]"):
+    with pytest.raises(ConfigError, match=r"recipe TUNE params: unknown key\(s\) \['rate'\]"):
         jobs.load_grid(grid_file)
 
 
@@ -179,7 +182,7 @@ def test_grid_gives_a_job_the_folder_it_starts_from_and_skips_it_when_that_faile
         if params.get("lr") == -1:
             raise jobs.JobError("bad lr")
         folder = tmp_path / f"run-{params['seed']}-{params.get('lr')}"
-        jobs.write_json(folder / "summary.json", {"status": "finished"})
+        write_json(folder / "summary.json", {"status": "finished"})
         return folder
 
     monkeypatch.setattr(jobs, "run", fake_run)

@@ -269,7 +269,7 @@ def test_training_batches_feed_the_loss(tmp_path, classifier):
 
 
 def test_fine_tune_localiser_trains_through_the_shared_loop(tmp_path, classifier):
-    """The localiser trains with train.fit: a loss that falls on a fixed batch, localisation
+    """The localiser trains with loop.fit: a loss that falls on a fixed batch, localisation
     errors in percent per epoch, and "fc" leaves the convolutions as they were (Table 8)."""
     from vgg_lib.data import build_dataset
 
@@ -430,7 +430,8 @@ def test_missing_annotation_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def shapes_run(tmp_path_factory):
-    from vgg_lib.train import TrainConfig, train
+    from vgg_lib.options import TrainConfig
+    from vgg_lib.train import train
 
     root = tmp_path_factory.mktemp("loc_runs")
     return train(TrainConfig(config="A", dataset="shapes", width=1 / 16, pools=3, epochs=1, batch_size=32,
@@ -482,7 +483,8 @@ def test_localise_job_writes_a_run_folder_with_both_protocols_and_is_reused(shap
 @pytest.mark.slow
 def test_localise_job_refuses_bad_input_in_one_line_before_work(shapes_run, tmp_path, monkeypatch):
     from vgg_lib import jobs
-    from vgg_lib.train import TrainConfig, train
+    from vgg_lib.options import TrainConfig
+    from vgg_lib.train import train
 
     notebook = _job_env(monkeypatch, tmp_path)
     digits = train(TrainConfig(config="A", dataset="digits", width=1 / 16, pools=3, epochs=1, batch_size=32,
@@ -582,7 +584,7 @@ def test_train_localiser_refuses_bad_input_before_work(tmp_path):
 def _fabricate(root, seeds=(0, 1, 2)):
     """Result folders as the grid writes them, with made-up numbers: PCR better than SCR by
     about 4 points, all layers better than fc by 1, the union 2 points under PCR-all."""
-    from vgg_lib.runs import write_json
+    from vgg_lib.atomic import write_json
 
     base = {"SCR-fc": 40.0, "SCR-all": 39.0, "PCR-fc": 36.0, "PCR-all": 35.0, "PCR-all-lr0.001": 60.0}
     for name in [*X.LOCALISERS, *X.LOCALISER_UNIONS]:

@@ -85,6 +85,22 @@ def test_batch_norm_and_dropout_options():
     assert m.classifier.drop6.p == 0.2 and m.classifier.drop7.p == 0.2
 
 
+@pytest.mark.parametrize("kwargs", [dict(name="vgg16"), dict(name="A-LRN", num_classes=7, width=0.0625, dropout=0.25,
+                                                             input_size=40, pools=3),
+                                    dict(name="B", num_classes=10, width=0.125, batch_norm=True, dropout=0.0,
+                                         input_size=32, pools=5)])
+def test_args_rebuild_the_same_network(kwargs):
+    """``VGG.args`` is what a checkpoint keeps to rebuild the net (``runs.load_run``)."""
+    model = vgg(**kwargs, init=None, device="meta")
+    args = model.args
+    assert args == {"name": resolve(kwargs["name"]), "num_classes": kwargs.get("num_classes", 1000),
+                    "width": kwargs.get("width", 1.0), "batch_norm": kwargs.get("batch_norm", False),
+                    "dropout": kwargs.get("dropout", 0.5), "input_size": kwargs.get("input_size", 224),
+                    "pools": kwargs.get("pools", 5)}
+    again = vgg(**args, init=None, device="meta")
+    assert again.args == args and repr(again) == repr(model)
+
+
 def test_wrong_input_size_says_what_to_do():
     m = vgg("A", **SMALL)
     with pytest.raises(ValueError, match="fully_convolutional"):

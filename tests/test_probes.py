@@ -22,7 +22,9 @@ from vgg_lib import checks, jobs, runs  # noqa: E402
 from vgg_lib import evaluate as E  # noqa: E402
 from vgg_lib import train as T  # noqa: E402
 from vgg_lib.checks import ConfigError  # noqa: E402
-from vgg_lib.train import TrainConfig, load_run, train  # noqa: E402
+from vgg_lib.options import TrainConfig  # noqa: E402
+from vgg_lib.runs import load_checkpoint, load_run  # noqa: E402
+from vgg_lib.train import train  # noqa: E402
 
 JOBS = REPO / "book" / "jobs"
 TINY = dict(dataset="shapes", train_size=64, val_size=32, epochs=1, batch_size=32, width=1 / 16,
@@ -121,7 +123,7 @@ def test_row3_papermill_job_with_huge_lr_fails(tmp_path):
     with pytest.raises(jobs.JobError, match=r"train.ipynb failed: ConfigError: training failed: non-finite loss"):
         jobs.run(JOBS / "train.ipynb", {**NB_TINY, "train_size": 128, "lr": 1e6}, root=tmp_path)
     [folder] = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert jobs.status(folder) == "failed"
+    assert runs.status(folder) == "failed"
 
 
 # --- rows 4, 5, 16: run folders are only reused when their identity matches -------------------
@@ -181,7 +183,7 @@ def test_row6_evaluate_refuses_a_model_of_other_classes():
 
 def test_row8_nan_weights_are_refused(finished, tmp_path):
     run = copy_run(finished, tmp_path / "nan")
-    ckpt = T.load_checkpoint(run / "checkpoint.pt")
+    ckpt = load_checkpoint(run / "checkpoint.pt")
     ckpt["model"]["classifier.fc8.weight"][0, 0] = float("nan")
     torch.save(ckpt, run / "checkpoint.pt")
     with pytest.raises(ConfigError, match=r"checkpoint.pt has non-finite weights \(NaN or inf in classifier.fc8.weight\)"):
@@ -268,7 +270,7 @@ def test_row13_raw_pickles_are_still_refused(tmp_path):
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(pickle.dumps({"x": Path("a")}, protocol=4))
     with pytest.raises(ValueError, match=r"refusing to load checkpoint .*needs arbitrary unpickling"):
-        T.load_checkpoint(path)
+        load_checkpoint(path)
 
 
 def test_row13_damaged_json(finished, tmp_path):
@@ -281,7 +283,7 @@ def test_row13_damaged_json(finished, tmp_path):
     (run / "params.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match=r"params.json is damaged \(a JSON list, not an object\)"):
         train(TrainConfig(**TINY, run_dir=str(run)))
-    row = jobs.collect(tmp_path).set_index("run").loc["run"]
+    row = runs.collect(tmp_path).set_index("run").loc["run"]
     assert row["status"] == "damaged" and row["damaged"] == "params.json, summary.json"
 
 
@@ -295,11 +297,11 @@ def test_row14_failed_checkpoint_write_removes_its_tmp(tmp_path, monkeypatch):
     def disk_full(obj, f, *a, **k):
         real(obj, f, *a, **k)
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(T.torch, "save", disk_full)
+    monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(OSError, match="No space left"):
         runs.save_checkpoint({"a": torch.zeros(2)}, path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
-    assert torch.equal(T.load_checkpoint(path)["a"], torch.ones(2))
+    assert torch.equal(load_checkpoint(path)["a"], torch.ones(2))
 
 
 # --- row 15: transfer job values -------------------------------------------------------------
@@ -352,7 +354,7 @@ def test_row10_a_file_that_is_no_image_fails_before_training(tmp_path):
         train(TrainConfig(**cfg))
     assert not (run_dir / "params.json").exists()  # nothing written: a retry may change skip_corrupt
     train(TrainConfig(**cfg, skip_corrupt=True))
-    assert jobs.status(run_dir) == "finished"
+    assert runs.status(run_dir) == "finished"
 
 
 def test_row11_statistics_follow_changed_images(tmp_path):
@@ -375,10 +377,10 @@ def test_row14_disk_full_mid_run_is_one_line_and_marks_the_run_failed(tmp_path, 
             f.write(b"partial") if hasattr(f, "write") else Path(f).write_bytes(b"partial")
             raise OSError(28, "No space left on device")
         return real(obj, f, *a, **k)
-    monkeypatch.setattr(T.torch, "save", full_on_second)
+    monkeypatch.setattr(torch, "save", full_on_second)
     run_dir = tmp_path / "run"
     with pytest.raises(ConfigError, match=re.escape(f"cannot write to run folder {run_dir} (No space left on device); "
                                                     "the checkpoint of epoch 1 is kept: free some space")):
         train(TrainConfig(**{**TINY, "epochs": 2}, run_dir=str(run_dir)))
-    assert jobs.status(run_dir) == "failed"
-    assert not list(run_dir.glob("*.tmp")) and T.load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1
+    assert runs.status(run_dir) == "failed"
+    assert not list(run_dir.glob("*.tmp")) and load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1

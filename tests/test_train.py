@@ -3,6 +3,7 @@
 Tiny nets (width 1/16, 32-pixel crops, a few hundred ``shapes`` images) keep this quick.
 """
 
+import dataclasses
 import json
 import os
 import random
@@ -20,9 +21,17 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("VGG_LIB_CACHE", str(REPO / ".cache" / "vgg_lib"))
 
+import torch.nn.functional as F  # noqa: E402
+
+from vgg_lib import loop, runs  # noqa: E402
 from vgg_lib import train as T  # noqa: E402
+from vgg_lib.checks import ConfigError  # noqa: E402
+from vgg_lib.data import loaders  # noqa: E402
+from vgg_lib.loop import Schedule  # noqa: E402
 from vgg_lib.models import init_from, vgg  # noqa: E402
-from vgg_lib.train import ConfigError, Schedule, TrainConfig, load_run, train  # noqa: E402
+from vgg_lib.options import TrainConfig  # noqa: E402
+from vgg_lib.runs import load_checkpoint, load_run  # noqa: E402
+from vgg_lib.train import train  # noqa: E402
 
 TINY = dict(width=1 / 16, train_size=128, val_size=64, batch_size=32, image_size=40, progress=False)
 
@@ -38,7 +47,7 @@ def run_a(tmp_path_factory):
 
 
 def weights(run_dir):
-    return T.load_checkpoint(Path(run_dir) / "checkpoint.pt")["model"]
+    return load_checkpoint(Path(run_dir) / "checkpoint.pt")["model"]
 
 
 def assert_same_weights(a, b, atol=0.0):
@@ -61,6 +70,18 @@ def test_recipe_defaults_are_the_papers():
     assert TrainConfig(S="256,512", crop=224).S == [256, 512]
 
 
+def test_jittered_nets_are_validated_in_training_at_the_scale_evaluation_tests():
+    """One middle of a jittered scale, Q = 0.5 (Smin + Smax) rounded half up: training validates
+    and evaluation tests at the same Q (an odd Smin + Smax used to give 383 here, 384 there)."""
+    from vgg_lib import evaluate as E
+    from vgg_lib.data import jitter_middle
+
+    assert jitter_middle([255, 512]) == 384 and jitter_middle(300) == 300
+    assert TrainConfig(crop=224, S=[255, 512]).test_scale == 384 == E.paper_test_scales([255, 512])[1]
+    cfg = TrainConfig(S=[37, 73])  # the committed jittered runs: unchanged
+    assert cfg.test_scale == 55 == E.paper_test_scales(cfg.S, crop=cfg.crop)[1]
+
+
 def test_schedule_divides_lr_three_times_then_stops():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
     schedule = Schedule(opt, factor=0.1, patience=1, max_decreases=3)
@@ -80,17 +101,17 @@ def test_schedule_divides_lr_three_times_then_stops():
 
 
 def test_epoch_batches_split_one_global_batch():
-    full = T.epoch_batches(100, 32, seed=3, epoch=1)
+    full = loaders.epoch_batches(100, 32, seed=3, epoch=1)
     assert len(full) == 3 and all(len(b) == 32 for b in full)  # the incomplete batch is dropped
-    r0, r1 = (T.epoch_batches(100, 32, seed=3, epoch=1, rank=r, world=2) for r in (0, 1))
+    r0, r1 = (loaders.epoch_batches(100, 32, seed=3, epoch=1, rank=r, world=2) for r in (0, 1))
     assert [sorted(a + b) for a, b in zip(r0, r1)] == [sorted(b) for b in full]
-    assert T.epoch_batches(100, 32, seed=3, epoch=2) != full  # a new order each epoch
-    assert T.epoch_batches(100, 32, seed=3, epoch=1) == full  # ... from (seed, epoch) only
+    assert loaders.epoch_batches(100, 32, seed=3, epoch=2) != full  # a new order each epoch
+    assert loaders.epoch_batches(100, 32, seed=3, epoch=1) == full  # ... from (seed, epoch) only
 
 
 def test_cli_lists_every_option_and_rejects_bad_ones(capsys):
     text = T.parser().format_help()
-    for f in T.dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(TrainConfig):
         assert f"--{f.name}" in text, f.name
     with pytest.raises(SystemExit) as e:
         T.main(["--lr", "-1"])
@@ -172,7 +193,7 @@ def test_run_folder_is_complete(run_a):
     assert sorted(p.name for p in run_a.iterdir()) == ["checkpoint.pt", "metrics.csv", "params.json",
                                                        "summary.json"]
     metrics = pd.read_csv(run_a / "metrics.csv")
-    assert list(metrics.columns) == T.METRICS and list(metrics.epoch) == [1, 2]
+    assert list(metrics.columns) == runs.METRICS and list(metrics.epoch) == [1, 2]
     assert metrics.val_top1_err.between(0, 100).all() and (metrics.lr == 1e-2).all()
     summary = json.loads((run_a / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["stop_reason"] == "epochs"
@@ -180,7 +201,7 @@ def test_run_folder_is_complete(run_a):
     assert summary["best_epoch"] == int(metrics.epoch[metrics.val_top1_err.idxmin()])
     params = json.loads((run_a / "params.json").read_text())
     assert params["config"] == "A" and params["S"] == 37 and params["num_classes"] == 10
-    ckpt = T.load_checkpoint(run_a / "checkpoint.pt")
+    ckpt = load_checkpoint(run_a / "checkpoint.pt")
     assert {"model", "optimizer", "schedule", "rng", "epoch", "mean", "preprocess"} <= set(ckpt)
     assert set(ckpt["rng"]) >= {"torch", "numpy", "python", "loader"}
     # a finished run is reused, not trained again
@@ -234,19 +255,19 @@ def test_gradient_accumulation_equals_full_batch(tmp_path):
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = T.F.cross_entropy
+    real = F.cross_entropy
 
     def nan_in_epoch_2(*a, **k):  # epoch 1 has 4 steps; the second step of epoch 2 diverges
         calls["n"] += 1
         loss = real(*a, **k)
         return loss * float("nan") if calls["n"] == 6 else loss
-    monkeypatch.setattr(T.F, "cross_entropy", nan_in_epoch_2)
+    monkeypatch.setattr(F, "cross_entropy", nan_in_epoch_2)
     path = train(tiny(tmp_path, "nan", epochs=3))
     summary = json.loads((path / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["stop_reason"] == "diverged"
     assert (summary["failure"]["epoch"], summary["failure"]["step"]) == (2, 2)
     assert "non-finite loss at epoch 2, step 2" in summary["failure"]["reason"]
-    ckpt = T.load_checkpoint(path / "checkpoint.pt")
+    ckpt = load_checkpoint(path / "checkpoint.pt")
     assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
     assert len(pd.read_csv(path / "metrics.csv")) == 1
 
@@ -265,7 +286,7 @@ def test_a_run_stopped_by_its_epoch_cap_goes_on_to_a_larger_cap(tmp_path):
     short = train(tiny(tmp_path, "extended", epochs=2, **kw))
     extended = train(tiny(tmp_path, "extended", epochs=4, **kw))
     assert_same_weights(weights(reference), weights(extended))
-    cols = [c for c in T.METRICS if c not in ("images_per_s", "seconds")]
+    cols = [c for c in runs.METRICS if c not in ("images_per_s", "seconds")]
     pd.testing.assert_frame_equal(pd.read_csv(reference / "metrics.csv")[cols],
                                   pd.read_csv(extended / "metrics.csv")[cols])
     assert json.loads((short / "params.json").read_text())["epochs"] == 4
@@ -304,11 +325,11 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-    killed_at = T.load_checkpoint(ckpt)["epoch"]
+    killed_at = load_checkpoint(ckpt)["epoch"]
     assert killed_at < kw["epochs"] and json.loads((Path(victim.run_dir) / "summary.json").read_text())["status"] == "running"
     resumed = train(victim)
     assert_same_weights(weights(reference), weights(resumed))
-    cols = [c for c in T.METRICS if c not in ("images_per_s", "seconds")]
+    cols = [c for c in runs.METRICS if c not in ("images_per_s", "seconds")]
     pd.testing.assert_frame_equal(pd.read_csv(reference / "metrics.csv")[cols],
                                   pd.read_csv(resumed / "metrics.csv")[cols])
     assert json.loads((resumed / "summary.json").read_text())["status"] == "finished"
@@ -351,22 +372,22 @@ def test_uint8_batches_normalised_on_the_device_give_todays_loss():
     stats = rgb_statistics(base)
     for pixel_scale in (1.0, 1 / 255):
         t = train_transform((32, 48), 32, **stats, colour_std=0.1, pixel_scale=pixel_scale)
-        items = T._Augmented(base, t, seed=5)
+        items = loaders._Augmented(base, t, seed=5)
         keys = [(2, i) for i in range(16)]
         images, offsets, labels = torch.utils.data.default_collate([items[k] for k in keys])
         assert images.dtype == torch.uint8 and offsets.shape == (16, 3)
         # what the DataLoader really calls: the whole batch at once, rescaled in one call
-        for a, b in zip(T._collate(items.__getitems__(keys)), (images, offsets, labels)):
+        for a, b in zip(loaders._collate(items.__getitems__(keys)), (images, offsets, labels)):
             assert torch.equal(a, b)
-        x = T._to_device(images, offsets, torch.device("cpu"), pixel_scale)
+        x = loop._to_device(images, offsets, torch.device("cpu"), pixel_scale)
         # today's path: the whole transform per image, float32 out of the loader
-        old = torch.stack([t(base[i][0], generator=torch.Generator().manual_seed(T._mix(5, 2, i)))
+        old = torch.stack([t(base[i][0], generator=torch.Generator().manual_seed(loaders.derived_seed(5, 2, i)))
                            for _, i in keys])
         assert torch.equal(x, old)
         torch.manual_seed(0)
         net = vgg("A", num_classes=10, width=1 / 16, input_size=32).eval()
         with torch.no_grad():
-            assert torch.equal(T.F.cross_entropy(net(x), labels), T.F.cross_entropy(net(old), labels))
+            assert torch.equal(F.cross_entropy(net(x), labels), F.cross_entropy(net(old), labels))
 
 
 @pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
@@ -376,21 +397,21 @@ def test_amp_modes_train_on_the_cpu(tmp_path, amp):
     assert json.loads((path / "params.json").read_text())["amp"] == amp
     assert all(torch.isfinite(v).all() for v in weights(path).values())
     if amp == "fp16":  # the gradient scaler's state is part of the checkpoint
-        assert T.load_checkpoint(path / "checkpoint.pt")["scaler"]["scale"] > 0
+        assert load_checkpoint(path / "checkpoint.pt")["scaler"]["scale"] > 0
 
 
 def test_amp_and_workers_defaults_and_bad_values(no_data, monkeypatch):
     cfg = TrainConfig()
     assert cfg.amp is None and cfg.workers is None
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    assert T.resolved_amp(cfg, cuda) == "bf16"
+    assert loop.resolved_amp(cfg, cuda) == "bf16"
     # on the CPU: bf16 only where it is native (emulated bf16 is slower than float32)
-    monkeypatch.setattr(T, "native_bf16", lambda: True)
-    assert T.resolved_amp(cfg, cpu) == "bf16"
-    monkeypatch.setattr(T, "native_bf16", lambda: False)
-    assert T.resolved_amp(cfg, cpu) == "off"
-    assert T.resolved_amp(TrainConfig(amp="fp16"), cuda) == "fp16"
-    assert T.resolved_amp(TrainConfig(amp="off"), cpu) == "off"
+    monkeypatch.setattr(loop, "native_bf16", lambda: True)
+    assert loop.resolved_amp(cfg, cpu) == "bf16"
+    monkeypatch.setattr(loop, "native_bf16", lambda: False)
+    assert loop.resolved_amp(cfg, cpu) == "off"
+    assert loop.resolved_amp(TrainConfig(amp="fp16"), cuda) == "fp16"
+    assert loop.resolved_amp(TrainConfig(amp="off"), cpu) == "off"
     with pytest.raises(ConfigError) as e:
         TrainConfig(amp="fp32")
     assert str(e.value) == ("amp='fp32' is not allowed: one of bf16, fp16, off or None (bf16 on cuda and on "
@@ -398,14 +419,14 @@ def test_amp_and_workers_defaults_and_bad_values(no_data, monkeypatch):
     with pytest.raises(ConfigError, match=r"^workers=-1 is not allowed: an integer >= 0 or None$"):
         TrainConfig(workers=-1)
     # workers=None: none on the CPU; on CUDA the CPUs shared among the machine's GPUs, at most 8
-    assert T.default_workers(cpu) == 0
-    monkeypatch.setattr(T.os, "sched_getaffinity", lambda pid: set(range(96)), raising=False)
+    assert loaders.default_workers(cpu) == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(96)), raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
-    assert T.default_workers(cuda) == 8
-    monkeypatch.setattr(T.os, "sched_getaffinity", lambda pid: set(range(24)), raising=False)
-    assert T.default_workers(cuda) == 3
-    monkeypatch.setattr(T.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert T.default_workers(cuda) == 1
+    assert loaders.default_workers(cuda) == 8
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(24)), raising=False)
+    assert loaders.default_workers(cuda) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert loaders.default_workers(cuda) == 1
     assert T.parser().parse_args(["--amp", "fp16"]).amp == "fp16"
     assert T.parser().parse_args([]).workers is None
 
@@ -415,35 +436,36 @@ def test_a_skipped_step_changes_no_weight_and_no_momentum():
     w = torch.nn.Parameter(torch.randn(5))
     opt = torch.optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=5e-4, fused=True)
     w.grad = torch.ones(5)
-    T._sgd_step(opt, None, torch.tensor(0.0))  # a good step
+    loop._sgd_step(opt, None, torch.tensor(0.0))  # a good step
     before, momentum = w.detach().clone(), opt.state[w]["momentum_buffer"].clone()
     w.grad = torch.full((5,), float("nan"))
-    T._sgd_step(opt, None, torch.tensor(1.0))  # a non-finite loss: skipped on the device
+    loop._sgd_step(opt, None, torch.tensor(1.0))  # a non-finite loss: skipped on the device
     assert torch.equal(w.detach(), before) and torch.equal(opt.state[w]["momentum_buffer"], momentum)
     w.grad = torch.ones(5)
-    T._sgd_step(opt, None, torch.tensor(0.0))
+    loop._sgd_step(opt, None, torch.tensor(0.0))
     assert not torch.equal(w.detach(), before)
     # fp16: a non-finite loss with finite gradients is skipped too (its gradients are poisoned)
     scaler = torch.amp.GradScaler("cpu")
     before = w.detach().clone()
     loss = (w * 1e38).sum() * torch.tensor(float("inf"))
     opt.zero_grad()
-    scaler.scale((w * 2).sum() * T._poison(loss)).backward()
-    T._sgd_step(opt, scaler, torch.tensor(1.0))
+    scaler.scale((w * 2).sum() * loop._poison(loss)).backward()
+    loop._sgd_step(opt, scaler, torch.tensor(1.0))
     assert torch.equal(w.detach(), before)
 
 
 def test_host_reads_do_not_grow_with_the_number_of_steps(tmp_path, monkeypatch):
     """No .item() or tensor construction per step or micro-batch: values are read from the
-    device once per SYNC_EVERY steps and once per epoch (counted in train.py's own frames)."""
+    device once per SYNC_EVERY steps and once per epoch (counted in the frames of the training's
+    own modules: the loop, its loaders, the run folder, train)."""
     reads = []
-    train_py = T.__file__
+    own_files = {loop.__file__, loaders.__file__, runs.__file__, T.__file__}
 
     def counting(name):
         real = getattr(torch.Tensor, name)
 
         def read(self, *a, **k):
-            if sys._getframe(1).f_code.co_filename == train_py:
+            if sys._getframe(1).f_code.co_filename in own_files:
                 reads.append(name)
             return real(self, *a, **k)
         return read
@@ -459,10 +481,10 @@ def test_host_reads_do_not_grow_with_the_number_of_steps(tmp_path, monkeypatch):
 
 def test_old_checkpoints_rng_lists_with_cuda_states_are_read():
     g = torch.Generator().manual_seed(3)
-    state = T._rng_state(g)
+    state = loop._rng_state(g)
     old = [dict(state, cuda=[torch.zeros(16, dtype=torch.uint8)] * 8), dict(state)]  # 2 ranks, 8 GPUs
     other = torch.Generator().manual_seed(4)
-    T._set_rng_state(old, other)
+    loop._set_rng_state(old, other)
     assert torch.equal(other.get_state(), g.get_state())
 
 
@@ -471,13 +493,13 @@ def _first_epoch_then_exit(rank, world, port, cfg):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    real = T.EpochBatches.set_epoch
+    real = loaders.EpochBatches.set_epoch
 
     def set_epoch(self, epoch):
         if epoch == 1:  # every process stops between epochs, as if the job were killed
             os._exit(0)
         real(self, epoch)
-    T.EpochBatches.set_epoch = set_epoch
+    loaders.EpochBatches.set_epoch = set_epoch
     train(TrainConfig(**cfg))
 
 
@@ -503,7 +525,7 @@ def test_a_two_process_run_resumes_with_three_processes_and_with_one(tmp_path):
     stopped = tiny(tmp_path, "stopped", **kw)
     mp.spawn(_first_epoch_then_exit, args=(2, _free_port(), {**stopped.to_dict(), "device": "cpu"}),
              nprocs=2)
-    ckpt = T.load_checkpoint(Path(stopped.run_dir) / "checkpoint.pt")
+    ckpt = load_checkpoint(Path(stopped.run_dir) / "checkpoint.pt")
     assert (ckpt["epoch"], ckpt["world_size"]) == (1, 2)
     assert json.loads((Path(stopped.run_dir) / "summary.json").read_text())["status"] == "running"
     first = pd.read_csv(Path(stopped.run_dir) / "metrics.csv")

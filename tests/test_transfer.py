@@ -228,7 +228,8 @@ def test_transfer_job_lists_its_parameters_with_their_meaning():
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A tiny finished training run: net A, one epoch on 64 shapes."""
-    from vgg_lib.train import TrainConfig, train
+    from vgg_lib.options import TrainConfig
+    from vgg_lib.train import train
     root = tmp_path_factory.mktemp("runs")
     return train(TrainConfig(config="A", dataset="shapes", train_size=64, val_size=32, epochs=1, batch_size=32,
                              width=1 / 16, device="cpu", progress=False, run_dir=str(root / "A")))
@@ -236,7 +237,7 @@ def finished_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_transfer_job_writes_the_svm_results_into_its_run_folder(finished_run, tmp_path):
-    from vgg_lib import data, jobs
+    from vgg_lib import data, jobs, runs
     params = {"source": str(finished_run), "dataset": "digits", "train_size": 60, "test_size": 40,
               "scales": "37,55", "aggregate": "stack", "C": 0.5}
     job = jobs.run(TRANSFER_NOTEBOOK, params, root=tmp_path)
@@ -250,7 +251,7 @@ def test_transfer_job_writes_the_svm_results_into_its_run_folder(finished_run, t
     assert got["mean_class_recall"] == pytest.approx(expected.mean_class_recall)
     assert got["mAP"] == pytest.approx(expected.mAP)
     assert (got["feature_dim"], got["train_images"], got["test_images"]) == (2 * 256, 60, 40)
-    row = jobs.collect(tmp_path).set_index("run").loc[job.name]
+    row = runs.collect(tmp_path).set_index("run").loc[job.name]
     assert row["results_transfer.mean_class_recall"] == pytest.approx(expected.mean_class_recall)
     assert jobs.run(TRANSFER_NOTEBOOK, params, root=tmp_path) == job  # finished: reused
 

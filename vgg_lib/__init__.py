@@ -8,8 +8,10 @@ Recognition" (ICLR 2015). One module per idea of the paper:
 ``models``             Sect. 2 and 3.2: the VGG module, fully-convolutional form, init
 ``analysis``           Table 2 and Sect. 2.3: parameters, multiply-adds, receptive fields
 ``paper``              the paper's published numbers (Tables 1-8, 10-12)
-``data``               Sect. 3.1: datasets and the training/test transforms
-``train``              Sect. 3.1 and 3.3: the recipe, ``fit`` (the one SGD loop), single device and DDP
+``data``               Sect. 3.1: datasets, the training/test transforms, the training loaders
+``options``            Sect. 3.1: ``TrainConfig``, every knob of a training run, and its checks
+``loop``               Sect. 3.1 and 3.3: ``fit``, the one SGD loop; its schedule, state and precision
+``train``              Sect. 3.1 and 3.3: ``train(cfg)``, one run folder (resume, DDP), the command line
 ``runs``               run folders: naming, status, atomic writes, ``load_run``, ``collect``, units
 ``evaluate``           Sect. 3.2 and 4: single-scale, dense, multi-crop, fusion
 ``localisation``       Appendix A: box regression nets (SCR/PCR), test protocols 1 and 2

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.transforms import rescale, rescaled_size  # noqa: F401  (rescaled_size: re-exported)
+from .data.transforms import jitter_middle, rescale, rescaled_size  # noqa: F401  (rescaled_size: re-exported)
 from .models import TORCHVISION_MEAN, TORCHVISION_STD, VGG, fully_convolutional
 
 METHODS = ("single_scale", "dense", "dense_posteriors", "multi_crop", "dense_multi_crop")
@@ -142,7 +142,7 @@ def paper_test_scales(S, crop: int | None = None) -> tuple[int, ...]:
         if len(S) != 2 or not all(_is_int(s) for s in S) or not S[0] < S[1]:
             raise ValueError(f"a jittered training scale must be (Smin, Smax) ints with "
                              f"Smin < Smax, got {S!r}")
-        scales = (S[0], int(round((S[0] + S[1]) / 2)), S[1])
+        scales = (S[0], jitter_middle(S), S[1])
     elif _is_int(S):
         step = int(round(32 * c / 224))
         scales = (S - step, S, S + step)

@@ -28,8 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+from .atomic import write_json
 from .checks import ConfigError
-from .runs import RUNTIME_FIELDS, collect, collect_text, is_done, read_summary, run_name, runs_root, status, write_json  # noqa: F401
+from .runs import RUNTIME_FIELDS, collect_text, is_done, read_summary, run_name, runs_root, status
 
 KERNEL = "python3"
 NAME_WORDS = ("config", "dataset", "seed")
@@ -75,7 +76,7 @@ def is_training_job(parameters) -> bool:
     """A notebook whose parameters are exactly ``TrainConfig``'s fields trains one run."""
     import dataclasses
 
-    from .train import TrainConfig
+    from .options import TrainConfig
 
     return set(parameters) == {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -90,7 +91,7 @@ def job_dir(notebook, params: dict, root=None) -> Path:
         raise ValueError(f"params {unknown} are not parameters of {notebook.name}; allowed: "
                          f"{', '.join(defaults)}")
     if is_training_job(defaults):  # named as vgg_lib.train names it: the CLI run is the same folder
-        from .train import TrainConfig
+        from .options import TrainConfig
 
         args = {**defaults, **params, "run_dir": None, "root": str(runs_root(root))}
         try:

@@ -57,7 +57,7 @@ def localisation_net(source, per_class: bool, *, data=None) -> VGG:
     """A copy of a trained classification net with fc8 replaced by a random box regressor:
     4 outputs (SCR) or ``4 * classes`` (PCR, ``per_class=True``), Appendix A.1.
 
-    ``source``: a ``VGG``, or a ``vgg_lib.train.Run`` (``load_run``), whose training data set is
+    ``source``: a ``VGG``, or a ``vgg_lib.runs.Run`` (``load_run``), whose training data set is
     then checked against ``data`` (the localisation data set, with ``.name`` and
     ``.num_classes``): a net trained on other data cannot localise these classes. With PCR the
     number of box sets must be the classification net's class count, which ``data`` must have.
@@ -127,14 +127,14 @@ def select_boxes(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def box_loss(outputs: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Appendix A.1's Euclidean loss: the squared distance between the predicted box of the
     ground-truth class and the ground truth (encoded), averaged (or summed: ``reduction="sum"``,
-    what ``train.fit`` takes) over the batch. ``target``: ``(N, 5)``, the encoded box then the label."""
+    what ``loop.fit`` takes) over the batch. ``target``: ``(N, 5)``, the encoded box then the label."""
     diff = select_boxes(outputs, target[:, 4]) - target[:, :4].to(outputs.dtype)
     per_box = diff.pow(2).sum(1)
     return per_box.sum() if reduction == "sum" else per_box.mean()
 
 
 def box_loss_sum(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``box_loss`` summed over the batch: the ``loss_fn`` of ``train.fit``."""
+    """``box_loss`` summed over the batch: the ``loss_fn`` of ``loop.fit``."""
     return box_loss(outputs, target, reduction="sum")
 
 
@@ -153,7 +153,7 @@ def box_errors(outputs: torch.Tensor, target: torch.Tensor) -> int:
 
 
 def box_correct(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``[boxes with IoU > 0.5]`` of a batch, on the device: the ``correct_fn`` of ``train.fit``,
+    """``[boxes with IoU > 0.5]`` of a batch, on the device: the ``correct_fn`` of ``loop.fit``,
     whose ``*_top1_err`` columns are then localisation errors in percent."""
     pred = decode_boxes(select_boxes(outputs.detach().float(), target[:, 4]), 1)
     return (matched_iou(pred, decode_boxes(target[:, :4].float(), 1)) > IOU_THRESHOLD).sum().reshape(1)
@@ -231,7 +231,7 @@ def protocol1(net: nn.Module, batches) -> float:
 
 def fine_tune_localiser(net: VGG, train_loader, val_loader=None, *, layers: str = "all", epochs: int,
                         lr: float = PAPER_LR, **fit_kwargs) -> list[dict]:
-    """Fine-tune a ``localisation_net`` with the project's training loop (``train.fit``): the
+    """Fine-tune a ``localisation_net`` with the project's training loop (``loop.fit``): the
     Euclidean ``box_loss``, IoU > 0.5 as a correct box, and only the layers chosen (``"all"``
     or ``"fc"``, Table 8); the paper's lr is 1e-3. Loaders yield ``(x, target)`` as
     ``LocalisationData`` makes them. Returns ``fit``'s per-epoch history (``val_top1_err``: the
@@ -239,10 +239,10 @@ def fine_tune_localiser(net: VGG, train_loader, val_loader=None, *, layers: str 
     if not hasattr(net, "per_class"):
         raise ValueError("net must come from localisation_net(...): a VGG with a box head")
     parameters = fine_tune_parameters(net, layers)
-    from .train import fit  # the shared loop; imported here so this module loads without it
+    from .loop import Recipe, TrainState, fit  # the shared loop; imported here so this module loads without it
 
-    fitted = fit(net, train_loader, val_loader, epochs=epochs, lr=lr, loss_fn=box_loss_sum,
-                 correct_fn=box_correct, parameters=parameters, **fit_kwargs)
+    fitted = fit(net, train_loader, val_loader, epochs=epochs, state=TrainState.start(parameters, Recipe(lr=lr)),
+                 loss_fn=box_loss_sum, correct_fn=box_correct, **fit_kwargs)
     if fitted.stop_reason == "diverged":  # a localiser that blew up has no box to test
         f = fitted.failure or {}
         raise RuntimeError(f"fine-tuning the localiser diverged (non-finite loss at epoch {f.get('epoch', '?')}, "
@@ -467,7 +467,7 @@ def evaluate_localisers(localisers: Sequence[VGG], run, params: dict, out=None) 
     images at ``params["protocol2_scales"]`` (None: ``S``); with ``params["examples"]`` and
     ``out``, also ``out/examples.npz`` (``dense_examples`` of the first images, with what
     rebuilds them: ``val_size``, ``image_size`` and ``pixels_per_image_pixel``)."""
-    from .runs import write_atomic
+    from .atomic import write_atomic
 
     S, n = params["S"], params["protocol2_size"]
     scales = tuple(params.get("protocol2_scales") or (S,))
@@ -504,9 +504,9 @@ def train_localiser(run, params: dict, out, *, device="cpu", max_steps: int | No
     the scale ``S`` of training and testing, the plateau schedule's epoch cap and its ``lr``,
     batch size, image counts and ``seed``. ``max_steps`` cuts training short (tests).
     """
-    from . import runs
     from .data import build_dataset, test_transform, train_transform
-    from .train import Loop
+    from .loop import Loop
+    from .runs import RunFolder
 
     missing = [k for k in PARAMS if k not in params]
     if missing:
@@ -536,13 +536,13 @@ def train_localiser(run, params: dict, out, *, device="cpu", max_steps: int | No
     results.update(evaluate_localisers([net], run, p, out))
     results.update(seconds=round(seconds, 1), epochs_done=len(history),
                    lr_decreases=sum(a["lr"] > b["lr"] for a, b in zip(history, history[1:])))
-    out = Path(out)
-    runs.write_json(out / "params.json", p)
-    runs.write_csv(out / "metrics.csv", history, list(history[0]))
-    runs.save_checkpoint({"model": net.state_dict(), "per_class": p["per_class"], "layers": p["layers"],
-                          "source": str(run.path)}, out / "checkpoint.pt")
-    runs.write_json(out / "results_localisation.json", {**results, "unit": "percent"})
-    runs.write_json(out / "summary.json", {"status": "finished", "units": runs.UNITS, **results})
+    folder = RunFolder(out)
+    folder.write_params(p)
+    folder.write_metrics(history)
+    folder.write_checkpoint({"model": net.state_dict(), "per_class": p["per_class"], "layers": p["layers"],
+                             "source": str(run.path)})
+    folder.write_results("localisation", {**results, "unit": "percent"})
+    folder.write_summary("finished", **results)  # last: a folder with a summary is complete
     return results
 
 

@@ -110,6 +110,13 @@ class VGG(nn.Module):
     def num_classes(self) -> int:
         return self.classifier.fc8.out_features
 
+    @property
+    def args(self) -> dict:
+        """The arguments of ``vgg`` that build this network again (a checkpoint's ``model_args``,
+        which ``runs.load_run`` passes back to ``vgg``)."""
+        return dict(name=self.config, num_classes=self.num_classes, width=self.width, batch_norm=self.batch_norm,
+                    dropout=self.classifier.drop6.p, input_size=self.input_size, pools=self.pools)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
         s = self.feature_size

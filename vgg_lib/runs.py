@@ -9,8 +9,8 @@ or one job's results (evaluation, fusion, transfer)::
     checkpoint.pt   model, optimiser, schedule, RNG states, preprocessing (training runs)
     results_*.json  what jobs computed from the run (evaluation, transfer)
 
-Every file is written atomically (a temporary file, then a rename), so a killed process never
-leaves half a file. A run is named by its *identity*, the parameters that change what it
+Every file is written atomically (``vgg_lib.atomic``: a temporary file, then a rename), so a
+killed process never leaves half a file. A run is named by its *identity*, the parameters that change what it
 computes (``run_name``): the same training started from ``python -m vgg_lib.train``, from the
 training job or from the book lands in the same folder and is reused.
 
@@ -23,19 +23,21 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import hashlib
-import io
 import json
 import os
 import pickle
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from .atomic import write_atomic, write_csv, write_json
 from .checks import ConfigError, read_json
+from .loop import Fitted, Loop, TrainState, native_bf16
 
 RUN_FILES = ("params.json", "summary.json", "metrics.csv", "checkpoint.pt")
 # Fields that change how fast a run goes, not what it computes: they may differ on resume and
@@ -59,35 +61,7 @@ def run_name(identity: dict, words) -> str:
     return f"{slug}-{digest}" if slug else digest
 
 
-# --- atomic writes ------------------------------------------------------------------------------
-
-def write_atomic(path, write) -> None:
-    """Call ``write(binary_file)`` on a temporary file beside ``path``, then rename it onto
-    ``path``: a reader never sees half a file, two writers of the same file both leave a
-    complete one, and a failed write (disk full) removes its temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path, obj) -> None:
-    write_atomic(path, lambda f: f.write(json.dumps(obj, indent=1, default=str).encode()))
-
-
-def write_csv(path, rows: list[dict], fields) -> None:
-    text = io.StringIO()
-    w = csv.DictWriter(text, list(fields))
-    w.writeheader()
-    w.writerows(rows)
-    write_atomic(path, lambda f: f.write(text.getvalue().encode()))
-
+# --- checkpoints --------------------------------------------------------------------------------
 
 def save_checkpoint(obj, path) -> None:
     write_atomic(path, lambda f: torch.save(obj, f))
@@ -220,6 +194,135 @@ def load_run(run_dir) -> Run:
     return Run(model=model.eval(), params=params, summary=summary,
                mean=ckpt["mean"], pixel_scale=pre["pixel_scale"], crop=pre["crop"], S=pre["S"],
                classes=list(ckpt["classes"]), path=path)
+
+
+# --- writing a run folder -----------------------------------------------------------------------
+
+METRICS = ["epoch", "train_loss", "train_top1_err", "train_top5_err", "val_top1_err", "val_top5_err",
+           "lr", "images_per_s", "seconds"]
+
+
+class RunFolder:
+    """The writer of a run folder: each file atomically, and only by the main process (rank 0
+    under torchrun; the others make the same calls and write nothing). ``train`` writes a
+    training's folder with it (``TrainingFolder``), ``localisation.train_localiser`` a localiser's."""
+
+    def __init__(self, run_dir, main: bool = True):
+        self.run_dir, self.main = Path(run_dir), main
+
+    def write_params(self, params: dict) -> None:
+        if self.main:
+            write_json(self.run_dir / "params.json", params)
+
+    def write_metrics(self, history: list[dict], fields=METRICS) -> None:
+        """``metrics.csv``: one row per epoch (``loop.fit``'s history)."""
+        if self.main:
+            write_csv(self.run_dir / "metrics.csv", history, fields)
+
+    def write_checkpoint(self, checkpoint: dict) -> None:
+        if self.main:
+            save_checkpoint(checkpoint, self.run_dir / "checkpoint.pt")
+
+    def write_results(self, name: str, results: dict) -> None:
+        """``results_<name>.json``, which ``collect`` reads into ``results_<name>.<key>`` columns."""
+        if self.main:
+            write_json(self.run_dir / f"results_{name}.json", results)
+
+    def write_summary(self, status: str, **fields) -> None:
+        """``summary.json``: the status (running, finished or failed), the units of its errors, ``fields``."""
+        if self.main:
+            write_json(self.run_dir / "summary.json", {"status": status, "units": UNITS, **fields})
+
+
+def training_summary(history: list[dict]) -> dict:
+    """The summary of a training's epochs: their number, the best one, the last one's metrics,
+    the time and the mean speed."""
+    s = {"epochs_done": len(history)}
+    if history:
+        best = min(history, key=lambda r: r["val_top1_err"])
+        last = history[-1]
+        s.update(best_epoch=best["epoch"], best_val_top1_err=best["val_top1_err"],
+                 **{k: last[k] for k in METRICS[1:7]},
+                 seconds=round(sum(r["seconds"] for r in history), 2),
+                 images_per_s=round(float(np.mean([r["images_per_s"] for r in history])), 1))
+    return s
+
+
+class TrainingFolder(RunFolder):
+    """What ``train`` writes into its run folder (rank 0 only): params, a checkpoint and the
+    metrics after every epoch, the summary (running, finished or failed)."""
+
+    def __init__(self, cfg, run_dir, loop: Loop, stats: dict, classes: list):
+        super().__init__(run_dir, main=loop.rank == 0)
+        self.cfg, self.loop, self.stats, self.classes = cfg, loop, stats, classes
+        self.fitted = Fitted([], "epochs", 0)
+
+    def write_training_params(self, workers: int, train_images: int, val_images: int) -> None:
+        # what this process resolved (workers, amp) is recorded, not the None defaults
+        self.write_params({
+            **self.cfg.to_dict(), "workers": workers, "amp": self.loop.amp, "run_dir": str(self.run_dir),
+            "channels_last": self.loop.channels_last,
+            **({"native_bf16": native_bf16()} if self.loop.device.type == "cpu" else {}),
+            "classes": self.classes, "num_classes": len(self.classes), "test_scale": self.cfg.test_scale,
+            "train_images": train_images, "val_images": val_images, "world_size": self.loop.world,
+            "torch": torch.__version__})
+
+    def start(self, model: torch.nn.Module, state: TrainState) -> None:
+        """Bind the training's model and state, and write its metrics and summary so far."""
+        self.model, self.state = model, state
+        self.fitted = Fitted(list(state.history), "epochs", state.step)
+        self.write_metrics(self.fitted.history)
+        self._summary("running")
+
+    def _summary(self, status: str, **extra) -> None:
+        self.write_summary(status, **training_summary(self.fitted.history), steps=self.fitted.steps,
+                           lr_decreases=self.state.schedule.decreases, **extra)
+
+    def end_of_epoch(self, fitted: Fitted, done: bool) -> None:
+        """``fit``'s ``on_epoch``: a checkpoint, the metrics and the summary after every epoch."""
+        self.fitted = fitted
+        if self.main:
+            c = self.cfg
+            self.write_checkpoint({
+                "model": self.model.state_dict(), **self.state.state_dict(),
+                "world_size": self.loop.world, "epoch": len(fitted.history), "step": fitted.steps, "units": UNITS,
+                "history": fitted.history, "finished": done, "stop_reason": fitted.stop_reason,
+                "model_args": self.model.args, "classes": self.classes, "mean": self.stats["mean"],
+                "preprocess": dict(S=c.S, Q=c.test_scale, crop=c.crop, pixel_scale=c.pixel_scale, flip=c.flip,
+                                   colour_std=c.colour_std),
+                "eigval": self.stats["eigval"], "eigvec": self.stats["eigvec"]})
+            self.write_metrics(fitted.history)
+        self._summary("finished" if done else "running", stop_reason=fitted.stop_reason if done else None)
+        if self.main and self.cfg.progress:
+            r = fitted.history[-1]
+            print(f"epoch {r['epoch']:3d}  loss {r['train_loss']:.3f}  train top-1 {r['train_top1_err']:.2f}%  "
+                  f"val top-1 {r['val_top1_err']:.2f}%  top-5 {r['val_top5_err']:.2f}%  lr {r['lr']:.0e}  "
+                  f"{r['images_per_s']:.0f} img/s", flush=True)
+
+    def end(self, fitted: Fitted, resumed_stop: str | None) -> None:
+        self.fitted = fitted
+        if fitted.stop_reason == "diverged":  # keep the last good checkpoint
+            f, lr = fitted.failure, self.cfg.lr
+            kept = (f"the checkpoint of epoch {f['epoch'] - 1} is kept" if (self.run_dir / "checkpoint.pt").is_file()
+                    else "no checkpoint was written (no epoch finished)")
+            self._summary("failed", stop_reason="diverged", failure={
+                **f, "reason": f"non-finite loss at epoch {f['epoch']}, step {f['step']}; lr={lr} is probably "
+                               f"too large; {kept}"})
+        elif resumed_stop is not None:  # nothing was trained: the checkpoint already read says why it stopped
+            self._summary("finished", stop_reason=resumed_stop)
+
+    def crashed(self, e: BaseException) -> None:
+        try:
+            self._summary("failed", stop_reason="error", failure={
+                "epoch": len(self.fitted.history) + 1, "step": None, "reason": f"{type(e).__name__}: {e}"})
+        except OSError:
+            pass  # the folder cannot be written at all (disk full, read-only): say so below
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            ckpt = self.run_dir / "checkpoint.pt"
+            kept = f"the checkpoint of epoch {load_checkpoint(ckpt)['epoch']} is kept" if ckpt.is_file() else \
+                "no checkpoint was written"
+            raise ConfigError(f"cannot write to run folder {self.run_dir} ({e.strerror}); {kept}: free some "
+                              "space or make the folder writable, then run again to resume") from e
 
 
 # --- listing ------------------------------------------------------------------------------------

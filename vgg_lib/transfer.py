@@ -292,11 +292,12 @@ def fine_tune(model: VGG, dataset, num_classes: int | None = None, *, mean, pixe
               momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0,
               progress: bool = True) -> VGG:
     """A copy of ``model`` with a fresh last layer for ``num_classes`` (default: the data set's)
-    and *every* layer trained on ``dataset`` by the project's training loop (``train.fit``: SGD
+    and *every* layer trained on ``dataset`` by the project's training loop (``loop.fit``: SGD
     with momentum and weight decay; the paper's training transform, Sect. 3.1: rescale to
     ``S``, random crop of the net's input size, flip; no colour shift). Not the paper's
     Appendix B, which keeps the net fixed; here for comparison."""
-    from .train import Loop, augmented_loader, fit
+    from .data.loaders import augmented_loader
+    from .loop import Loop, Recipe, TrainState, fit
 
     for name, v, ok in (("epochs", epochs, isinstance(epochs, int) and epochs >= 1),
                         ("lr", lr, isinstance(lr, (int, float)) and lr > 0),
@@ -314,6 +315,7 @@ def fine_tune(model: VGG, dataset, num_classes: int | None = None, *, mean, pixe
     transform = train_transform(S or paper_scales(net, multi=False)[0], net.input_size, mean, colour_std=0.0,
                                 pixel_scale=pixel_scale)
     loader = augmented_loader(dataset, transform, batch_size, seed)
-    fit(net, loader, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
+    recipe = Recipe(lr=lr, momentum=momentum, weight_decay=weight_decay)
+    fit(net, loader, epochs=epochs, state=TrainState.start(net.parameters(), recipe),
         loop=Loop(device=old.device, dtype=old.dtype, seed=seed, pixel_scale=pixel_scale, progress=progress))
     return net.eval()

@@ -14,10 +14,10 @@ from .cache import cache_dir
 from .datasets import DATASETS, SPLITS, build_dataset, split_indices
 from .shapes import CLASSES as SHAPES_CLASSES
 from .stats import rgb_statistics
-from .transforms import (PAPER_CROP, TestTransform, TrainTransform, collate, normalise, rescale,
-                         rescaled_size, scaled_size, test_transform, train_transform)
+from .transforms import (PAPER_CROP, TestTransform, TrainTransform, collate, jitter_middle, normalise,
+                         rescale, rescaled_size, scaled_size, test_transform, train_transform)
 
 __all__ = ["DATASETS", "SPLITS", "SHAPES_CLASSES", "PAPER_CROP", "build_dataset",
            "rgb_statistics", "train_transform", "test_transform", "TrainTransform",
-           "TestTransform", "scaled_size", "rescale", "rescaled_size", "normalise", "collate",
+           "TestTransform", "scaled_size", "jitter_middle", "rescale", "rescaled_size", "normalise", "collate",
            "cache_dir", "split_indices"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runs import write_atomic, write_json
+from ..atomic import write_atomic, write_json
 
 
 def cache_dir() -> Path:

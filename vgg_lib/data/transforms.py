@@ -47,6 +47,17 @@ def scaled_size(paper_size: int, crop: int) -> int:
     return int(round(paper_size * crop / PAPER_CROP))
 
 
+def jitter_middle(S) -> int:
+    """The one test scale of a training scale ``S``: ``Q = 0.5 (Smin + Smax)`` for a jittered
+    ``S = [Smin, Smax]`` (Sect. 4.1), rounded half up (``[255, 512]`` gives 384), and a fixed ``S``
+    itself. A jittered net is validated at this scale during training and tested at it by
+    single-scale evaluation."""
+    if isinstance(S, (list, tuple)):
+        smin, smax = S
+        return (smin + smax + 1) // 2
+    return S
+
+
 def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
         raise ValueError(f"{name}={value!r} must be a positive integer")

@@ -52,7 +52,7 @@ def _seeds(where: str, seeds) -> tuple[int, ...]:
 def _param_names() -> frozenset[str]:
     import dataclasses
 
-    from ..train import TrainConfig
+    from ..options import TrainConfig
 
     return frozenset(f.name for f in dataclasses.fields(TrainConfig))
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import scheduler
-from ..runs import diverged, load_run, read_summary, status, write_json
+from ..atomic import write_json
+from ..runs import diverged, load_run, read_summary, status
 from . import grid as G
 from .grid import folder_name, repo_root, results_root, train_params, work_root
 
@@ -145,12 +146,13 @@ def train_run(name: str, seed: int, results=None, work=None, log=print) -> Path:
 def test_scales(S, crop: int, scales) -> tuple[int, ...]:
     """``"paper"``: the three scales of Sect. 4.2; ``"train"``: the single scale of Sect. 4.1
     (S, or the middle of the jitter range); otherwise the given ints."""
+    from ..data import jitter_middle
     from ..evaluate import paper_test_scales
 
     if scales == "paper":
         return paper_test_scales(S, crop=crop)
     if scales == "train":
-        return (S,) if isinstance(S, int) else (int(round((S[0] + S[1]) / 2)),)
+        return (jitter_middle(S),)
     return tuple(int(q) for q in scales)
 
 
