@@ -16,14 +16,9 @@ of each evaluation, quantised to 8 bits, to the same numbers as Python on those 
 Only ``widget`` imports ipywidgets.
 """
 
+from ..lazy import lazy_attributes
 from .state import FusionState
 
 __all__ = ["FusionCalculator", "FusionState"]
 
-
-def __getattr__(name):
-    # imported on first use, so that the state works without ipywidgets
-    if name == "FusionCalculator":
-        from .widget import FusionCalculator
-        return FusionCalculator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"FusionCalculator": "widget"})   # the widget needs ipywidgets
