@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ... import evaluate as E
 from ... import experiments as X
-from ...runs import load_run
+from ...runs import status
 from ..images import png_uri
 
 GRID = 5          # the paper's 5x5 grid of crops (Sect. 3.2), with flips 50 per scale
@@ -56,11 +56,7 @@ def checkpoint_dir(name: str, runs=None) -> Path | None:
     (``runs/reference``) or the book build's re-trained one (``runs/verify/reference``)."""
     root = X.work_root(runs)
     for folder in (root / name, root.parent / "verify" / "reference" / name):
-        if (folder / "checkpoint.pt").is_file() and (folder / "summary.json").is_file():
-            try:
-                load_run(folder)
-            except ValueError:          # not finished yet
-                continue
+        if (folder / "checkpoint.pt").is_file() and status(folder) == "finished":
             return folder
     return None
 
