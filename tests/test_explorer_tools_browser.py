@@ -35,7 +35,14 @@ def _open(browser, server, path: str, width: int, ready: str):  # noqa: F811
     pg.on("request", lambda r: pg.problems.append(f"outside request: {r.url[:100]}")
           if urlparse(r.url).scheme in ("http", "https", "ws", "wss")
           and urlparse(r.url).hostname != "127.0.0.1" else None)
-    pg.on("requestfailed", lambda r: pg.problems.append(f"failed request: {r.url[:100]} ({r.failure})"))
+    # The widget manager's stylesheet sometimes asks for its fonts under book/@jupyter-widgets/
+    # instead of _static/html-manager/ (404 or aborted): on the Fusion page in about half the loads,
+    # with or without the calculator in it (test_book_html's concern, not the tools'). Anything else counts.
+    manager_font = lambda url: "/book/@jupyter-widgets/" in url  # noqa: E731
+    pg.on("requestfailed", lambda r: None if manager_font(r.url)
+          else pg.problems.append(f"failed request: {r.url[:100]} ({r.failure})"))
+    pg.on("response", lambda r: pg.problems.append(f"HTTP {r.status}: {r.url[:100]}")
+          if r.status >= 400 and not manager_font(r.url) else None)
     pg.on("pageerror", lambda e: pg.problems.append(f"page error: {e}"))
     pg.goto(f"{server}/{path}", wait_until="networkidle")
     pg.wait_for_selector(ready, timeout=30_000)
@@ -89,10 +96,12 @@ def test_fusion_javascript_equals_python(fusion, artifacts):
         assert float(shown.get_attribute("data-value")) == python["top1"], (nets, methods, seed)
         assert shown.inner_text() == f"{python['top1']:.2f}%"
         assert float(fusion.locator(".vgg-fus .fus-top5").get_attribute("data-value")) == python["top5"]
-        # and evaluate.fuse scored by evaluate.topk_error: the same up to the images with ties
+        # and evaluate.fuse scored by evaluate.topk_error: the very number, but for images with ties
         posts = [source.get(n, t, seed) for n, t in python["members"]]
         fused, labels = E.fuse([p for p, _ in posts]), posts[0][1]
-        assert abs(E.topk_error(fused, labels, 1) - python["top1"]) <= 100 * ties(fused.numpy(), labels) / len(labels)
+        tied = ties(fused.numpy(), labels)
+        assert E.topk_error(fused, labels, 1) == python["top1"] if tied == 0 else \
+            abs(E.topk_error(fused, labels, 1) - python["top1"]) <= 100 * tied / len(labels)
     fusion.locator(".vgg-fus").screenshot(path=str(artifacts / f"fusion_static_{fusion.viewport_size['width']}.png"))
     assert _fits(fusion, ".vgg-fus")
     assert not fusion.problems, "\n".join(fusion.problems)

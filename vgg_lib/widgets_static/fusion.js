@@ -52,7 +52,7 @@ function vggFusionMount(root, data, initial) {
       for (var c = 0; c < classes; c++) if (sums[i * classes + c] >= own) rivals++;
       ks.forEach(function (k, j) { if (rivals >= k) miss[j]++; });
     }
-    return miss.map(function (m) { return 100 * (m / n); });
+    return miss.map(function (m) { return 100 * (1 - (n - m) / n); });   // evaluate.topk_error's formula
   }
 
   function result() {

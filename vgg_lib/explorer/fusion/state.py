@@ -31,8 +31,8 @@ def topk_error(posteriors, labels, k: int = 1) -> float:
     y = torch.as_tensor(labels).long()
     E.topk_error(p, y, k)                                     # the same checks of shapes, k, labels
     own = p.gather(1, y[:, None])
-    rivals = (p >= own).sum(1) - 1                            # other classes at least as likely
-    return 100.0 * float((rivals >= k).double().mean())
+    hit = (p >= own).sum(1) - 1 < k                           # fewer than k others at least as likely
+    return 100.0 * (1.0 - hit.double().mean().item())          # evaluate.topk_error's very formula
 
 
 def ties(posteriors, labels) -> int:
