@@ -9,6 +9,7 @@ import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS
 from test_explorer_lab import RUN_TIMEOUT_MS, lab, run_all_cells  # noqa: F401  (lab: the server fixture)
 from vgg_lib.explorer.fusion.state import FusionState
+from vgg_lib.explorer.testing.state import METHODS
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 CELLS = ["from vgg_lib.explorer.testing import TestingExplorer\n\nTestingExplorer()",
@@ -43,7 +44,7 @@ def test_tools_are_live_in_jupyterlab(lab, tmp_path, artifacts):  # noqa: F811
             raise
         note = tex.locator(".tex-source").inner_text()
         assert note.startswith(("Live", "No checkpoint")) and "\n" not in note.strip()
-        tex.locator(".tex-method select").select_option("multi")          # the kernel draws 25 crops
+        tex.locator(".tex-method select").select_option(label=METHODS["multi"])   # the kernel draws 25 crops
         page.wait_for_function("() => document.querySelector('.vgg-tex-widget svg.tex-image')"
                                ".getAttribute('data-boxes') === '25'", timeout=60_000)
         tex.screenshot(path=str(artifacts / "testing_lab_multi.png"))
