@@ -11,6 +11,7 @@ from .evaluations import ResultsPosteriors, available, method_label
 from .render import result_html
 from .state import FusionState
 from . import static as page
+from ..page import asset
 
 
 class FusionCalculator:
@@ -39,6 +40,8 @@ class FusionCalculator:
                                       w.VBox([w.HTML("<b>evaluation methods</b>"), *self.method_boxes.values(),
                                               self.seed_w])]), self.result_w])
         self.widget.add_class("vgg-fus-widget")
+        self.widget.add_class("vgg-fus")                  # the page's CSS (tools.css) applies too
+        self.widget.children = (w.HTML(f"<style>{asset('tools.css')}</style>"), *self.widget.children)
         self._show()
 
     def select(self, nets=None, methods=None, seed=None) -> None:

@@ -7,6 +7,7 @@ import ipywidgets as w
 
 from . import precomputed as P
 from . import static as page
+from ..page import asset
 from .render import crops_html, image_svg, message_html, posteriors_html
 from .sources import sources_for
 from .state import METHODS, TestingState
@@ -49,6 +50,8 @@ class TestingExplorer:
                               w.HBox([self.net_w, self.image_w, self.method_w]), w.HBox([self.q_w, self.cls_w]),
                               w.HBox([self.image_html, self.right_html])])
         self.widget.add_class("vgg-tex-widget")
+        self.widget.add_class("vgg-tex")                  # the page's CSS (tools.css) applies too
+        self.widget.children = (w.HTML(f"<style>{asset('tools.css')}</style>"), *self.widget.children)
         self.note_w.value = f'<p class="tex-note tex-source">{self.note}</p>'
         for c in (self.net_w, self.image_w, self.method_w, self.q_w, self.cls_w):
             c.observe(self._on_control, "value")
