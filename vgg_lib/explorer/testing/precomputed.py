@@ -16,9 +16,9 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
 
 import numpy as np
+import torch
 
 from ... import experiments as X
 from ...runs import load_run
@@ -31,6 +31,7 @@ QS = (32, 37, 42, 55, 73)   # Sect. 4.2's three scales for S = 256 (32, 37, 42 h
 SCORE_SCALE = 100                                # scores kept to 0.01 (int16)
 ROWS = 1 + 2 * GRID ** 2 + 2                     # centre, 50 crops, multi-crop mean, dense
 FILE = "explorer/testing_views.json"
+COMMAND = "python -m vgg_lib.explorer.testing.precomputed"
 
 
 def views_file(results=None):
@@ -76,9 +77,8 @@ def build(nets=NETS, qs=QS, runs=None) -> dict:
                         "config": run.params["config"], "val_top1_err": round(run.summary["val_top1_err"], 2),
                         "epochs": run.summary["epochs_done"]}
     out = payload(views, images, classes, qs)
-    out["provenance"] = {"command": "python -m vgg_lib.explorer.testing.precomputed", "git_commit": X._git_commit(),
-                         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         "seconds": round(time.perf_counter() - t0, 1), "nets": record,
+    # the grid's provenance record (command, commit, machine, date, wall time), and what it read
+    out["provenance"] = {**X.provenance(COMMAND, time.perf_counter() - t0, threads=torch.get_num_threads()), "nets": record,
                          "quantisation": f"posteriors round(255 p) as uint8; scores round({SCORE_SCALE} s) as "
                                          "int16; both gzip + base64"}
     return out
@@ -131,7 +131,7 @@ def load(results=None) -> dict:
 
 
 def main(argv=None) -> int:
-    argparse.ArgumentParser(prog="python -m vgg_lib.explorer.testing.precomputed",
+    argparse.ArgumentParser(prog=COMMAND,
                             description=__doc__.split("\n\n")[0]).parse_args(argv)
     payload = build()
     target = views_file()
