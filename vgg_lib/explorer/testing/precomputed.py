@@ -78,9 +78,9 @@ def build(nets=NETS, qs=QS, runs=None) -> dict:
                         "epochs": run.summary["epochs_done"]}
     out = payload(views, images, classes, qs)
     # the grid's provenance record (command, commit, machine, date, wall time), and what it read
-    out["provenance"] = {**X.provenance(COMMAND, time.perf_counter() - t0, threads=torch.get_num_threads()), "nets": record,
-                         "quantisation": f"posteriors round(255 p) as uint8; scores round({SCORE_SCALE} s) as "
-                                         "int16; both gzip + base64"}
+    out["provenance"] = X.provenance(COMMAND, time.perf_counter() - t0, threads=torch.get_num_threads()) | {
+        "nets": record, "quantisation": f"posteriors round(255 p) as uint8; scores round({SCORE_SCALE} s) as "
+                                        "int16; both gzip + base64"}
     return out
 
 

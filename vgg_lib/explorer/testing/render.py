@@ -23,7 +23,8 @@ def image_svg(state) -> str:
     return (f'<svg class="tex-image" xmlns="http://www.w3.org/2000/svg" width="{VIEW_PX}" height="{VIEW_PX}" '
             f'viewBox="-1 -1 {q + 2} {q + 2}" data-boxes="{len(n["boxes"])}">'
             f'<image href="{state.image_uri}" x="0" y="0" width="{q}" height="{q}" preserveAspectRatio="none" '
-            f'style="image-rendering:pixelated"/><g class="tex-boxes" fill="none" stroke="#00e5ff" stroke-width="{width}" '
+            f'style="image-rendering:pixelated"/><g class="tex-boxes" fill="none" stroke="#00e5ff" '
+            f'stroke-width="{width}" '
             f'stroke-opacity="0.35">{rects}</g><g fill="#00e5ff">{dots}</g><rect class="tex-best" x="{left}" '
             f'y="{top}" width="{side}" height="{side}" fill="none" stroke="#ffd600" stroke-width="{width}"/></svg>')
 
@@ -54,7 +55,8 @@ def crops_html(state) -> str:
                 f'<div class="tex-pair">{grid_html(both[0], "tex-per-crop")}{grid_html(both[1], "tex-per-flip")}</div>')
     h, w = v["scores"].shape[:2]
     scores = v["scores"][..., n["shown"]]
-    return (f'<p>The class-score map ({h}x{w} windows), raw scores of {name}:</p>{grid_html(scores, "tex-scores", "{:.1f}")}'
+    return (f'<p>The class-score map ({h}x{w} windows), raw scores of {name}:</p>'
+            f'{grid_html(scores, "tex-scores", "{:.1f}")}'
             f'<p>P({name}) of each window alone (its soft-max):</p>{grid_html(per.reshape(h, w), "tex-per-crop")}')
 
 
@@ -62,11 +64,13 @@ def posteriors_html(state) -> str:
     """The method's posteriors of every class as bars, and its prediction against the label."""
     n = state.numbers
     rows = "".join(f'<tr class="{"tex-label" if c == n["label"] else ""}"><td>{html.escape(name)}</td>'
-                   f'<td class="tex-p">{p:.3f}</td><td><span class="tex-bar" style="width:{100 * p:.1f}px"></span></td></tr>'
+                   f'<td class="tex-p">{p:.3f}</td>'
+                   f'<td><span class="tex-bar" style="width:{100 * p:.1f}px"></span></td></tr>'
                    for c, (name, p) in enumerate(zip(state.classes, n["posteriors"])))
     verdict = "right" if n["right"] else "wrong"
+    name = html.escape(state.classes[n["prediction"]])
     return (f'<p class="tex-note">Yellow: the {"crop" if state.method != "dense" else "window"} most confident '
-            f'of {html.escape(state.classes[n["shown"]])}.</p><p>Prediction: <b class="tex-prediction">{html.escape(state.classes[n["prediction"]])}</b>, label '
+            f'of {html.escape(state.classes[n["shown"]])}.</p><p>Prediction: <b class="tex-prediction">{name}</b>, label '
             f'<b class="tex-label-name">{html.escape(state.classes[n["label"]])}</b>: '
             f'<span class="tex-verdict tex-verdict-{verdict}">{verdict}</span></p>'
             f'<table class="tex-table tex-posteriors">{rows}</table>')

@@ -71,7 +71,8 @@ class TestingState:
         v = self.view
         shown = v["label"] if self.cls is None else self.classes.index(self.cls)
         if self.method == "centre":
-            post, per, boxes = v["centre"], v["centre"][None, shown], [(*v["positions"][len(v["positions"]) // 2], v["crop"])]
+            middle = v["positions"][len(v["positions"]) // 2]        # the grid's middle crop is the centre crop
+            post, per, boxes = v["centre"], v["centre"][None, shown], [(*middle, v["crop"])]
         elif self.method == "multi":
             post, per = v["multi"], v["crops"][:, shown]
             boxes = [(int(t), int(left), v["crop"]) for t, left in v["positions"]]
