@@ -20,6 +20,18 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 
 
+def without_ipywidgets(code: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter in which importing ipywidgets or traitlets fails; the
+    words it prints."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['ipywidgets'] = sys.modules['traitlets'] = None\n" + code
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

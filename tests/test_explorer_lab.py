@@ -74,6 +74,21 @@ def lab(tmp_path):
         log.close()
 
 
+def run_all_cells(page, lab: str, notebook: str, playwright) -> None:
+    """Open ``notebook`` of the server ``lab`` in ``page``, pick the kernel, run all cells."""
+    page.goto(f"{lab}/lab/tree/{notebook}", wait_until="domcontentloaded")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")   # a fresh copy asks once
+    try:
+        dialog.wait_for(timeout=20_000)
+        dialog.get_by_role("button", name="Select").click()
+    except playwright.TimeoutError:
+        pass
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
 def test_explorer_is_live_in_jupyterlab(lab, artifacts):
     playwright = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
@@ -83,17 +98,7 @@ def test_explorer_is_live_in_jupyterlab(lab, artifacts):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{lab}/lab/tree/{CHAPTER.name}", wait_until="domcontentloaded")
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-        dialog = page.locator(".jp-Dialog", has_text="Select Kernel")   # a fresh copy asks once
-        try:
-            dialog.wait_for(timeout=20_000)
-            dialog.get_by_role("button", name="Select").click()
-        except playwright.TimeoutError:
-            pass
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        run_all_cells(page, lab, CHAPTER.name, playwright)
         widget = page.locator(".vgg-rfx-widget")
         try:
             widget.wait_for(timeout=RUN_TIMEOUT_MS)

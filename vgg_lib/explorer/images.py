@@ -88,3 +88,8 @@ def erf_uri(erf: np.ndarray, max_side: int = 112, levels: int = 32, gamma: float
     while max(img.size) > max_side:
         img = img.resize((max(1, img.size[0] // 2), max(1, img.size[1] // 2)), Image.BILINEAR)
     return _data_uri(np.asarray(img))
+
+
+def png_uri(arr: np.ndarray) -> str:
+    """A uint8 ``(H, W)`` or ``(H, W, 3)`` array as a lossless PNG data URI (small images)."""
+    return _data_uri(np.ascontiguousarray(arr, np.uint8))

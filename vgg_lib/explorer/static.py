@@ -10,10 +10,7 @@ border). No external script or asset: images are data URIs, CSS and script are i
 
 from __future__ import annotations
 
-import json
-import uuid
 from functools import lru_cache
-from importlib import resources
 
 import numpy as np
 import torch
@@ -22,6 +19,7 @@ from ..configs import CONFIGS
 from .erf import compare_uris, erf_image, he_copy, one_thread
 from .geometry import full_size_rows
 from .images import image_tensor, load_image, photo_uri
+from .page import tool_html
 from .render import MARGIN
 
 ERF_WIDTH = 1 / 8       # channel width of the nets whose ERFs the static book embeds
@@ -56,22 +54,12 @@ def _config_payload(name: str, x: torch.Tensor, input_size: int, erf_width: floa
     return {"layers": list(spec), "erf": erfs}
 
 
-def _asset(name: str) -> str:
-    return resources.files("vgg_lib").joinpath("widgets_static", name).read_text(encoding="utf-8")
-
-
 def static_html(payload: dict, config: str = "D", layer: str = "conv5_3") -> str:
     """The self-contained explorer for a page without a kernel: markup, CSS, data and script
     inline, nothing fetched. ``config`` and ``layer`` are selected first."""
-    uid = "rfx-" + uuid.uuid4().hex[:8]
-    data = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
-    start = json.dumps({"config": config, "layer": layer})
-    return (f'<style>{_asset("explorer.css")}</style>'
-            f'<div class="vgg-rfx" id="{uid}"><p class="rfx-nojs">The receptive-field explorer needs '
-            'JavaScript.</p></div>'
-            f'<script type="application/json" id="{uid}-data">{data}</script>'
-            f'<script>{_asset("explorer.js")}\nvggRfxMount(document.getElementById("{uid}"), '
-            f'JSON.parse(document.getElementById("{uid}-data").textContent), {start});</script>')
+    return tool_html("rfx", "explorer.css", "explorer.js", "vggRfxMount", payload,
+                     {"config": config, "layer": layer}, "vgg-rfx",
+                     "The receptive-field explorer needs JavaScript.")
 
 
 def cached_payload(image, input_size: int) -> dict:
