@@ -35,9 +35,11 @@ def lab(tmp_path):
     env.pop("MPLBACKEND", None)                        # the kernel draws inline, as for a reader
     for var, sub in {"JUPYTER_CONFIG_DIR": "jupyter/config", "JUPYTER_DATA_DIR": "jupyter/data",
                      "JUPYTER_RUNTIME_DIR": "jupyter/runtime", "IPYTHONDIR": "ipython",
-                     "JUPYTERLAB_SETTINGS_DIR": "jupyter/lab/user-settings",
-                     "JUPYTERLAB_WORKSPACES_DIR": "jupyter/lab/workspaces"}.items():
+                     "JUPYTERLAB_SETTINGS_DIR": "jupyter/lab/user-settings"}.items():
         env[var] = str(STATE / sub)
+    # a workspace of its own: Lab restores the last one's open notebooks, and a second notebook
+    # panel (another test's) would hide the one this test drives
+    env["JUPYTERLAB_WORKSPACES_DIR"] = str(tmp_path / "workspaces")
     news = STATE / "jupyter/lab/user-settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
     news.parent.mkdir(parents=True, exist_ok=True)
     news.write_text('{"fetchNews": "false"}')          # no "official Jupyter news?" toast, no fetch
@@ -84,7 +86,7 @@ def run_all_cells(page, lab: str, notebook: str, playwright) -> None:
         dialog.get_by_role("button", name="Select").click()
     except playwright.TimeoutError:
         pass
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']:visible", timeout=120_000)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
 
