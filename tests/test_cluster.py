@@ -1,0 +1,249 @@
+"""The slurm executor of job grids (vgg_lib.cluster), against a real Slurm: munged, slurmctld and
+slurmd started here as a one-node cluster in a temporary folder (Debian's packages, installed by
+`make slurm`), stopped by their PIDs at the end. Where that cannot be (not root, no packages),
+those tests skip and say why; the checks of bad input need no cluster."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("VGG_LIB_CACHE", str(REPO / ".cache" / "vgg_lib"))
+
+from vgg_lib import cluster, jobs  # noqa: E402
+from vgg_lib.checks import ConfigError  # noqa: E402
+from vgg_lib.runs import collect, load_checkpoint  # noqa: E402
+
+NOTEBOOK = REPO / "book" / "jobs" / "train.ipynb"
+DAEMONS = ("munged", "slurmctld", "slurmd")
+# Tiny trainings (tests/test_train.py's sizes) in float32, one thread: a job computes the same
+# sums wherever it runs, so the slurm executor's weights equal the local executor's bit for bit.
+TINY = dict(dataset="shapes", width=0.0625, train_size=128, val_size=64, batch_size=32, image_size=40,
+            device="cpu", amp="off", workers=0)
+SMALL_JOB = dict(cpus_per_node=1, mem_gb=1, gpus_per_node=0, time="00:10:00", requeues=1)
+
+
+# --- bad input is refused before anything is submitted ---------------------------------------------
+
+def _grid_file(tmp_path, resources=None, **base) -> Path:
+    path = tmp_path / "grid.yaml"
+    spec = {"notebook": str(NOTEBOOK), "base": {**TINY, **base}, "grid": {"seed": [0]}}
+    if resources is not None:
+        spec["resources"] = resources
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
+
+
+@pytest.mark.parametrize("resources, message", [
+    ({"gpus": 4}, r"unknown resource\(s\) \['gpus'\]; allowed: \['cpus_per_node', 'gpus_per_node'"),
+    ({"nodes": 0}, r"resources nodes=0 is not allowed: an integer >= 1"),
+    ({"gpus_per_node": 1.5}, r"gpus_per_node=1.5 is not allowed: an integer >= 0"),
+    ({"mem_gb": -1}, r"mem_gb=-1 is not allowed: a number of GB > 0"),
+    ({"time": 90}, r"time=90 is not allowed: a duration \[D-\]HH:MM:SS"),
+    ({"time": "1:70:00"}, r"time='1:70:00' is not allowed: minutes and seconds below 60"),
+    ({"slurm_options": ["account"]}, r"slurm_options=\['account'\] is not allowed: a mapping of sbatch options"),
+    ("4 GPUs", r"resources is a str; expected a mapping"),
+])
+def test_bad_resources_are_refused_when_the_grid_file_is_read(tmp_path, resources, message):
+    with pytest.raises(ConfigError, match=message):
+        jobs.load_grid(_grid_file(tmp_path, resources))
+
+
+def test_resources_default_to_the_papers_scale_and_a_job_may_override_them(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(json.dumps({"notebook": str(NOTEBOOK), "base": TINY, "resources": {"time": "2-00:00:00"},
+                                "jobs": [{"seed": 0}, {"seed": 1, "resources": {"gpus_per_node": 0, "nodes": 2}}]}))
+    _, params, _ = jobs.load_grid(path)
+    first, second = (cluster.resources(p["resources"], "test") for p in params)
+    assert (first.gpus_per_node, first.nodes, first.minutes, first.requeues) == (4, 1, 2 * 1440, 21)
+    assert (second.gpus_per_node, second.nodes, second.processes) == (0, 2, 2)
+    assert cluster.resources({"time": "00:00:30"}, "test").minutes == 1  # Slurm counts whole minutes
+
+
+def test_unknown_executor_and_mismatched_devices_are_refused_before_submitting(tmp_path, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as e:
+        jobs.main(["grid", str(_grid_file(tmp_path)), "--executor", "pbs"])
+    assert e.value.code == 2 and "invalid choice: 'pbs'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="executor='pbs' is not allowed: one of local, slurm"):
+        jobs.grid(NOTEBOOK, [{"seed": 0}], executor="pbs")
+    submitted = []
+    monkeypatch.setattr(cluster, "require_slurm", lambda: submitted.append("checked the commands"))
+    _, params, _ = jobs.load_grid(_grid_file(tmp_path, {"gpus_per_node": 2}))
+    assert jobs.main(["grid", str(_grid_file(tmp_path, {"gpus_per_node": 2})), "--executor", "slurm"]) == 2
+    assert "job 0 asks for 2 GPUs per node but trains with device=cpu" in capsys.readouterr().err
+    assert jobs.main(["grid", str(_grid_file(tmp_path, {"gpus_per_node": 0}, device="cuda")),
+                      "--executor", "slurm"]) == 2
+    assert "job 0 trains with device=cuda but asks for no GPU" in capsys.readouterr().err
+    assert submitted == []  # refused before Slurm was even looked for
+
+
+def test_a_job_named_before_its_source_is_trained_gets_the_folder_the_local_grid_gives(tmp_path):
+    """The slurm executor names every run folder at submission, before the runs they start from
+    exist; the name must be the one job_dir gives once they do."""
+    from vgg_lib.train import TrainConfig, train
+
+    source = train(TrainConfig(**{**TINY, "epochs": 1, "progress": False, "root": str(tmp_path)}))
+    params = {**TINY, "epochs": 1, "lr": 0.001, "init_run": str(source)}
+    before = cluster.run_folder(NOTEBOOK, params, tmp_path, pending={"init_run": 0})
+    assert before == jobs.job_dir(NOTEBOOK, params, tmp_path)
+    assert before != jobs.job_dir(NOTEBOOK, {**params, "init_run": None}, tmp_path)
+
+
+def test_torchrun_command_is_the_readmes_multi_node_line():
+    cmd = cluster.torchrun_command(2, 4, "node1:29412", "12", {"config": "D", "S": [256, 512], "progress": False})
+    assert cmd[1:] == ["-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=4", "--rdzv-backend=c10d",
+                       "--rdzv-endpoint=node1:29412", "--rdzv-id=12", "-m", "vgg_lib.train", "--config", "D",
+                       "--S", "256", "512", "--no-progress"]
+
+
+# --- a one-node Slurm cluster on this machine ----------------------------------------------------
+
+def _why_no_slurm() -> str | None:
+    missing = [c for c in ("munged", "slurmctld", "slurmd", "sbatch", "srun") if shutil.which(c) is None]
+    if missing:
+        return (f"Slurm is not installed ({', '.join(missing)} missing): `make slurm` installs Debian's "
+                "slurmctld, slurmd, slurm-client and munge as root")
+    if os.geteuid() != 0:
+        return "the daemons of a test cluster (munged, slurmctld, slurmd) run as root; not root here"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _slurm_conf(folder: Path) -> str:
+    """A minimal one-node cluster: this machine's CPUs and (most of its) memory, one partition,
+    no accounting, no cgroups (processes tracked by parent id), state and spool in ``folder``."""
+    host = socket.gethostname().split(".")[0]
+    mem_mb = int(int(Path("/proc/meminfo").read_text().split()[1]) / 1024 * 0.8)
+    return "\n".join([
+        "ClusterName=vgglibtest", f"SlurmctldHost={host}(127.0.0.1)",
+        f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}", "SlurmUser=root", "SlurmdUser=root",
+        "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={folder}/munge.socket",
+        f"StateSaveLocation={folder}/state", f"SlurmdSpoolDir={folder}/spool",
+        f"SlurmctldPidFile={folder}/slurmctld.pid", f"SlurmdPidFile={folder}/slurmd.pid",
+        f"SlurmctldLogFile={folder}/slurmctld.log", f"SlurmdLogFile={folder}/slurmd.log",
+        "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none", "JobCompType=jobcomp/none", "MpiDefault=none",
+        "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU_Memory", "DefMemPerCPU=512",
+        "ReturnToService=2", "SlurmdParameters=config_overrides", "KillWait=5",
+        # a job held by a dependency starts at the next scheduling pass: every 2 s, not 60
+        "SchedulerParameters=sched_interval=2",
+        f"NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={mem_mb} State=UNKNOWN",
+        f"PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP", ""])
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """Start munged (a generated key), slurmctld and slurmd; yield the folder; stop them."""
+    reason = _why_no_slurm()
+    if reason:
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("slurm")
+    for sub in ("state", "spool"):
+        (folder / sub).mkdir()
+    key = folder / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o600)
+    (folder / "slurm.conf").write_text(_slurm_conf(folder))
+    saved = {k: os.environ.get(k) for k in ("SLURM_CONF", "OMP_NUM_THREADS")}
+    os.environ.update(SLURM_CONF=str(folder / "slurm.conf"), OMP_NUM_THREADS="1")
+    t0 = time.perf_counter()
+    started = []
+    try:
+        for cmd in (["munged", "--force", f"--key-file={key}", f"--socket={folder}/munge.socket",
+                     f"--pid-file={folder}/munged.pid", f"--log-file={folder}/munged.log", f"--seed-file={folder}/munge.seed"],
+                    ["slurmctld", "-f", str(folder / "slurm.conf")], ["slurmd", "-f", str(folder / "slurm.conf")]):
+            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=30)  # each forks into the background
+            started.append(cmd[0])
+        deadline = time.time() + 60
+        while _sinfo() != "idle":
+            if time.time() > deadline:
+                logs = "".join((folder / f"{d}.log").read_text()[-1500:] for d in ("slurmctld", "slurmd"))
+                raise RuntimeError(f"the test cluster did not come up (sinfo: {_sinfo()!r}):\n{logs}")
+            time.sleep(0.5)
+        print(f"test Slurm cluster up in {time.perf_counter() - t0:.1f} s")
+        yield folder
+    finally:
+        for daemon in reversed(DAEMONS):
+            pid_file = folder / f"{daemon}.pid"
+            if daemon in started and pid_file.is_file():
+                pid = int(pid_file.read_text().split()[0])
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.time() + 20
+                while Path(f"/proc/{pid}").exists() and time.time() < deadline:
+                    time.sleep(0.2)
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def _sinfo() -> str:
+    out = subprocess.run(["sinfo", "--noheader", "--format=%t"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+# --- a grid through Slurm equals the local grid ---------------------------------------------------
+
+def _tiny_grid(tmp_path) -> Path:
+    """Four jobs: A; A-tuned, which starts from A (afterok); bad, whose lr diverges (the job fails);
+    bad-tuned, which starts from bad (skipped)."""
+    path = tmp_path / "tiny_grid.yaml"
+    path.write_text(json.dumps({
+        "notebook": str(NOTEBOOK), "base": {**TINY, "epochs": 2}, "resources": SMALL_JOB,
+        "recipes": {"TINY": {"params": {}}, "TUNE": {"params": {"lr": 0.001}}, "DIVERGE": {"params": {"lr": 1e6}}},
+        "runs": {"A": {"recipe": "TINY", "config": "A", "seeds": [0]},
+                 "A-tuned": {"recipe": "TUNE", "config": "A", "init_run": "A", "seeds": [0]},
+                 "bad": {"recipe": "DIVERGE", "config": "A", "seeds": [0]},
+                 "bad-tuned": {"recipe": "TUNE", "config": "A", "init_run": "bad", "seeds": [0]}}}))
+    return path
+
+
+def _results(root: Path) -> pd.DataFrame:
+    table = collect(root)
+    cols = ["config", "lr", "init_run", "status", "epochs_done", "val_top1_err", "val_top5_err", "train_loss"]
+    table = table[[c for c in cols if c in table]].assign(init_run=table.init_run.notna())
+    return table.sort_values(["lr", "init_run"]).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_a_grid_on_slurm_gives_the_local_grids_results(slurm, tmp_path, capsys):
+    grid_file = _tiny_grid(tmp_path)
+    notebook, params, _ = jobs.load_grid(grid_file)
+    t0 = time.perf_counter()
+    code = jobs.main(["grid", str(grid_file), "--executor", "slurm", "--poll", "1", "--root", str(tmp_path / "slurm")])
+    on_slurm = time.perf_counter() - t0
+    out = capsys.readouterr().out
+    assert code == 1, out  # one job failed, one was skipped
+    t0 = time.perf_counter()
+    local = jobs.grid(notebook, params, root=tmp_path / "local", jobs=2, progress=False)
+    with capsys.disabled():
+        print(f"\n{out}slurm executor {on_slurm:.0f} s, local executor {time.perf_counter() - t0:.0f} s")
+    assert local.status.tolist() == ["finished", "finished", "failed", "skipped"]
+    assert "slurm_job" in out and "] failed" in out  # the table names the Slurm jobs; progress lines name failures
+    status = jobs.grid_status(notebook, params, root=tmp_path / "slurm")
+    assert status.status.tolist() == ["finished", "finished", "failed", "skipped"]
+    assert "non-finite loss" in status.error[2]
+    # the same run folders (A-tuned's name holds the path of the A it starts from: its root
+    # differs), the same numbers, the same weights
+    assert [Path(status.run_dir[i]).name for i in (0, 2)] == [Path(local.run_dir[i]).name for i in (0, 2)]
+    pd.testing.assert_frame_equal(_results(tmp_path / "slurm"), _results(tmp_path / "local"))
+    for i in (0, 1):
+        a, b = (load_checkpoint(Path(table.run_dir[i]) / "checkpoint.pt")["model"] for table in (status, local))
+        assert all((a[k] == b[k]).all() for k in a), local.run_dir[i]
+    tuned = json.loads((Path(status.run_dir[1]) / "params.json").read_text())
+    assert tuned["init_run"] == str(tmp_path / "slurm" / Path(local.run_dir[0]).name)  # it started from A
+    assert jobs.main(["status", str(grid_file), "--root", str(tmp_path / "slurm")]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0].split()[:3] == ["status", "slurm_job", "run_dir"]
+    assert [line.split()[0] for line in shown[1:]] == ["finished", "finished", "failed", "skipped"]
