@@ -28,7 +28,9 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 # sums wherever it runs, so the slurm executor's weights equal the local executor's bit for bit.
 TINY = dict(dataset="shapes", width=0.0625, train_size=128, val_size=64, batch_size=32, image_size=40,
             device="cpu", amp="off", workers=0)
-SMALL_JOB = dict(cpus_per_node=1, mem_gb=1, gpus_per_node=0, time="00:10:00", requeues=1)
+# 30 minutes: submitit takes a signal in the last 10 minutes of a job's time for its time limit
+# (a requeue that counts against `requeues`), earlier for a preemption.
+SMALL_JOB = dict(cpus_per_node=1, mem_gb=1, gpus_per_node=0, time="00:30:00", requeues=1)
 
 
 # --- bad input is refused before anything is submitted ---------------------------------------------
@@ -247,3 +249,53 @@ def test_a_grid_on_slurm_gives_the_local_grids_results(slurm, tmp_path, capsys):
     shown = capsys.readouterr().out.splitlines()
     assert shown[0].split()[:3] == ["status", "slurm_job", "run_dir"]
     assert [line.split()[0] for line in shown[1:]] == ["finished", "finished", "failed", "skipped"]
+
+
+# --- a preempted job is requeued and resumes its run -------------------------------------------
+
+def _wait_for(what: str, check, seconds: float = 120):
+    deadline = time.time() + seconds
+    while not (found := check()):
+        if time.time() > deadline:
+            raise AssertionError(f"waited {seconds} s for {what}")
+        time.sleep(0.2)
+    return found
+
+
+@pytest.mark.slow
+def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm, tmp_path):
+    """Slurm warns a job of preemption or of its time limit with SIGUSR2 (submitit's --signal):
+    the job requeues itself, and the requeued job resumes the run where its checkpoint is."""
+    import torch
+
+    from vgg_lib.train import TrainConfig, train
+
+    params = {**TINY, "train_size": 256, "epochs": 20, "patience": 0, "max_decreases": 20, "seed": 1}
+    grid = cluster.SlurmGrid(NOTEBOOK, [params], [{}], [cluster.resources(SMALL_JOB, "test")],
+                             root=tmp_path / "slurm", poll=1)
+    job_id, run_dir = grid.job_id(0), grid.run_dirs[0]
+    _wait_for("the first checkpoint", lambda: (run_dir / "checkpoint.pt").is_file())
+    before = pd.read_csv(run_dir / "metrics.csv")
+    t0 = time.perf_counter()
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # as a preemption would
+    state = _wait_for("the requeue", lambda: (s := cluster.squeue([job_id]).get(job_id)) and s[0] == "PENDING" and s)
+    # Slurm holds a requeued job for two minutes (BeginTime); a test need not wait for that.
+    assert state[1] == "BeginTime"
+    subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)
+    assert jobs.status(grid.wait(0)) == "finished"
+    print(f"\nrequeued and finished in {time.perf_counter() - t0:.0f} s after the signal")
+    log = grid.jobs[0].paths.stdout.read_text()
+    assert "Caught signal SIGUSR2 on" in log and "this job is preempted" in log and f"Requeued job {job_id}" in log
+    assert log.count("Loading pickle") == 2  # ran twice
+    after = pd.read_csv(run_dir / "metrics.csv")
+    assert before.epoch.max() < params["epochs"] == after.epoch.max()
+    # resumed, not started again: the epochs before the signal are the ones it had, timings and all
+    pd.testing.assert_frame_equal(after.iloc[:len(before)], before)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the job's one thread: the same sums
+    try:
+        reference = train(TrainConfig(**params, progress=False, root=str(tmp_path / "local")))
+    finally:
+        torch.set_num_threads(threads)
+    a, b = (load_checkpoint(p / "checkpoint.pt")["model"] for p in (run_dir, reference))
+    assert all((a[k] == b[k]).all() for k in a)
