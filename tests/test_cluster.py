@@ -299,3 +299,35 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm, tmp_
         torch.set_num_threads(threads)
     a, b = (load_checkpoint(p / "checkpoint.pt")["model"] for p in (run_dir, reference))
     assert all((a[k] == b[k]).all() for k in a)
+
+
+# --- a multi-node job: the README's torchrun lines ------------------------------------------------
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_train_the_weights_of_one_node_of_two(tmp_path):
+    """What a job of 2 nodes x 1 GPU runs (one torchrun per node, a c10d rendezvous on the first
+    node), here as two torchruns on localhost with gloo, trains the weights of one torchrun of
+    2 processes: float32 sums, no dropout, so the all-reduced gradients are the same numbers."""
+    from vgg_lib.train import TrainConfig
+
+    params = {**TINY, "dropout": 0.0, "epochs": 2, "seed": 2, "progress": False}
+    params = {k: v for k, v in TrainConfig(**params).to_dict().items() if k not in ("S", "run_dir", "root")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+    def torchrun(nodes: int, per_node: int, name: str) -> list[subprocess.Popen]:
+        cmd = cluster.torchrun_command(nodes, per_node, f"127.0.0.1:{_free_port()}", name,
+                                       {**params, "run_dir": str(tmp_path / name)})
+        return [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for _ in range(nodes)]
+
+    t0 = time.perf_counter()
+    for name, procs in (("one-node", torchrun(1, 2, "one-node")), ("two-nodes", torchrun(2, 1, "two-nodes"))):
+        for proc in procs:
+            out, _ = proc.communicate(timeout=300)
+            assert proc.returncode == 0, out[-3000:]
+        assert json.loads((tmp_path / name / "params.json").read_text())["world_size"] == 2
+    print(f"\n1 node x 2 and 2 nodes x 1 trained in {time.perf_counter() - t0:.0f} s")
+    a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt")["model"] for name in ("one-node", "two-nodes"))
+    assert all((a[k] == b[k]).all() for k in a)
+    pd.testing.assert_frame_equal(*(pd.read_csv(tmp_path / name / "metrics.csv").drop(columns=["images_per_s", "seconds"])
+                                    for name in ("one-node", "two-nodes")))
