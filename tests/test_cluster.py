@@ -3,6 +3,7 @@ slurmd started here as a one-node cluster in a temporary folder (Debian's packag
 `make slurm`), stopped by their PIDs at the end. Where that cannot be (not root, no packages),
 those tests skip and say why; the checks of bad input need no cluster."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -331,3 +332,20 @@ def test_two_nodes_of_one_process_train_the_weights_of_one_node_of_two(tmp_path)
     assert all((a[k] == b[k]).all() for k in a)
     pd.testing.assert_frame_equal(*(pd.read_csv(tmp_path / name / "metrics.csv").drop(columns=["images_per_s", "seconds"])
                                     for name in ("one-node", "two-nodes")))
+
+
+def test_the_imagenet_table3_grid_follows_sect_3_1_at_the_papers_scale(repo):
+    notebook, params, root = jobs.load_grid(repo / "book" / "jobs" / "imagenet_table3_slurm.yaml")
+    assert notebook == NOTEBOOK and root == Path("runs/imagenet-table3")
+    nets = [(p["config"], p["S"]) for p in params]
+    assert nets[:6] == [("A", 256), ("A-LRN", 256), ("B", 256), ("C", 256), ("D", 256), ("E", 256)]
+    assert {(c, tuple(s) if isinstance(s, list) else s) for c, s in nets[6:]} == {
+        (c, s) for c in "CDE" for s in (384, (256, 512))}
+    start = {i: (p.get("init"), p.get("starts_from")) for i, p in enumerate(params)}
+    assert start[0] == ("normal", None) and start[1] == ("normal", None)
+    assert all(start[i] == ("from_run", {"init_source": 0}) for i in (2, 3, 4, 5))  # from A
+    for i in range(6, 12):  # S=384 from S=256, jittered from S=384, same net
+        j = params[i]["starts_from"]["init_run"]
+        assert params[j]["config"] == params[i]["config"] and j < i
+    for p in params:
+        assert cluster.resources(p["resources"], "test") == dataclasses.replace(cluster.PAPER_SCALE, partition="gpu")
