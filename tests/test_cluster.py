@@ -67,7 +67,7 @@ def test_resources_default_to_the_papers_scale_and_a_job_may_override_them(tmp_p
     _, params, _ = jobs.load_grid(path)
     first, second = (cluster.resources(p["resources"], "test") for p in params)
     assert (first.gpus_per_node, first.nodes, first.minutes, first.requeues) == (4, 1, 2 * 1440, 21)
-    assert (second.gpus_per_node, second.nodes, second.processes) == (0, 2, 2)
+    assert (second.gpus_per_node, second.nodes, second.world_size) == (0, 2, 2)
     assert cluster.resources({"time": "00:00:30"}, "test").minutes == 1  # Slurm counts whole minutes
 
 
@@ -264,16 +264,15 @@ def _wait_for(what: str, check, seconds: float = 120):
 
 
 @pytest.mark.slow
-def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm, tmp_path):
+def test_a_preempted_data_parallel_job_is_requeued_and_resumes_from_its_checkpoint(slurm, tmp_path):
     """Slurm warns a job of preemption or of its time limit with SIGUSR2 (submitit's --signal):
-    the job requeues itself, and the requeued job resumes the run where its checkpoint is."""
-    import torch
-
-    from vgg_lib.train import TrainConfig, train
-
-    params = {**TINY, "train_size": 256, "epochs": 20, "patience": 0, "max_decreases": 20, "seed": 1}
-    grid = cluster.SlurmGrid(NOTEBOOK, [params], [{}], [cluster.resources(SMALL_JOB, "test")],
-                             root=tmp_path / "slurm", poll=1)
+    the job stops its torchrun, requeues itself, and the requeued job resumes the run where its
+    checkpoint is, ending with the weights of an uninterrupted run. The job trains with 2
+    processes (gloo, on this machine's 2 CPUs): the path of a multi-GPU job."""
+    params = {**TINY, "train_size": 256, "epochs": 12, "patience": 0, "max_decreases": 20, "seed": 1,
+              "dropout": 0.0}
+    two = cluster.resources({**SMALL_JOB, "cpus_per_node": 2, "mem_gb": 2, "processes": 2}, "test")
+    grid = cluster.SlurmGrid(NOTEBOOK, [params], [{}], [two], root=tmp_path / "slurm", poll=1)
     job_id, run_dir = grid.job_id(0), grid.run_dirs[0]
     _wait_for("the first checkpoint", lambda: (run_dir / "checkpoint.pt").is_file())
     before = pd.read_csv(run_dir / "metrics.csv")
@@ -288,16 +287,16 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm, tmp_
     log = grid.jobs[0].paths.stdout.read_text()
     assert "Caught signal SIGUSR2 on" in log and "this job is preempted" in log and f"Requeued job {job_id}" in log
     assert log.count("Loading pickle") == 2  # ran twice
+    assert json.loads((run_dir / "params.json").read_text())["world_size"] == 2
     after = pd.read_csv(run_dir / "metrics.csv")
     assert before.epoch.max() < params["epochs"] == after.epoch.max()
     # resumed, not started again: the epochs before the signal are the ones it had, timings and all
     pd.testing.assert_frame_equal(after.iloc[:len(before)], before)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the job's one thread: the same sums
-    try:
-        reference = train(TrainConfig(**params, progress=False, root=str(tmp_path / "local")))
-    finally:
-        torch.set_num_threads(threads)
+    reference = tmp_path / "reference"
+    cmd = cluster.torchrun_command(1, 2, f"127.0.0.1:{_free_port()}", "reference",
+                                   {**params, "run_dir": str(reference), "progress": False})
+    out = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
     a, b = (load_checkpoint(p / "checkpoint.pt")["model"] for p in (run_dir, reference))
     assert all((a[k] == b[k]).all() for k in a)
 

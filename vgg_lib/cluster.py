@@ -47,7 +47,8 @@ NEVER = "DependencyNeverSatisfied"  # the reason of a job held on a failed job
 @dataclasses.dataclass(frozen=True)
 class Resources:
     """What one Slurm job asks for. One task per node: it runs ``torchrun`` with one process per
-    GPU (one process on a node without GPUs)."""
+    GPU (one process on a node without GPUs; ``processes`` sets another number, as data-parallel
+    training on CPUs with gloo)."""
 
     nodes: int = 1
     gpus_per_node: int = 0
@@ -57,13 +58,14 @@ class Resources:
     partition: str | None = None
     requeues: int = 3  # requeues after a time limit (a preemption always requeues)
     slurm_options: dict = dataclasses.field(default_factory=dict)  # any other sbatch option: account, qos, ...
+    processes: int | None = None  # training processes per node; None: one per GPU (one without GPUs)
 
     @property
     def processes_per_node(self) -> int:
-        return max(1, self.gpus_per_node)
+        return self.processes or max(1, self.gpus_per_node)
 
     @property
-    def processes(self) -> int:
+    def world_size(self) -> int:
         return self.nodes * self.processes_per_node
 
     @property
@@ -103,7 +105,9 @@ def resources(spec, where: str, base: Resources = PAPER_SCALE) -> Resources:
     def bad(key, want):
         raise ConfigError(f"{where}: resources {key}={spec[key]!r} is not allowed: {want}")
 
-    for key, low in (("nodes", 1), ("gpus_per_node", 0), ("cpus_per_node", 1), ("requeues", 0)):
+    for key, low in (("nodes", 1), ("gpus_per_node", 0), ("cpus_per_node", 1), ("requeues", 0), ("processes", 1)):
+        if key == "processes" and spec.get(key) is None:
+            continue
         if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < low):
             bad(key, f"an integer >= {low}")
     if "mem_gb" in spec and (not isinstance(spec["mem_gb"], (int, float)) or isinstance(spec["mem_gb"], bool)
@@ -179,7 +183,7 @@ class GridJob:
     def __call__(self) -> str:
         from . import jobs
 
-        if self.resources.processes == 1:
+        if self.resources.world_size == 1:
             return str(jobs.run(self.notebook, self.params, root=self.root))
         return str(self._torchrun())
 
@@ -299,8 +303,8 @@ class SlurmGrid:
         from .runs import is_done, runs_root
 
         for i, (params, res) in enumerate(zip(params_list, resources_list)):
-            if res.processes > 1 and not _is_training(notebook):
-                raise ConfigError(f"job {i}: {res.processes} processes (GPUs per node x nodes) need a training "
+            if res.world_size > 1 and not _is_training(notebook):
+                raise ConfigError(f"job {i}: {res.world_size} processes (per node x nodes) need a training "
                                   f"notebook (torchrun -m vgg_lib.train); {Path(notebook).name} runs in one")
             device = params.get("device")
             if res.gpus_per_node and device == "cpu":
