@@ -22,11 +22,13 @@ Status and results are read from the run folders (``vgg_lib.runs.collect``) and 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pickle
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -315,6 +317,7 @@ class SlurmGrid:
         self.root = root  # as given: a job runs in this folder (sbatch's default), names its runs alike
         self.folder = runs_root(root).resolve() / "slurm"  # submitit's pickles and logs: on the shared file system
         self.queue = Queue(poll)
+        self.stopped = threading.Event()  # set by Ctrl-C: the waits end, the jobs go on
         self.run_dirs, self.errors, self.jobs = [], {}, []
         for i, params in enumerate(params_list):
             try:
@@ -374,12 +377,35 @@ class SlurmGrid:
                 raise JobError(_last_error(value))
             state = self.queue.state(job.job_id, self.ids)
             if state is None or state[0] in ENDED:
-                time.sleep(min(self.queue.poll, 2))  # its result file may reach this node late
+                self._pause(min(self.queue.poll, 2))  # its result file may reach this node late
                 if job.paths.result_pickle.exists():
                     continue
                 said = f"ended {state[0]} ({state[1]})" if state else "left the queue"
                 raise JobError(f"Slurm job {job.job_id} {said} without a result; its log: {job.paths.stderr}")
-            time.sleep(self.queue.poll)
+            self._pause(self.queue.poll)
+
+    def _pause(self, seconds: float) -> None:
+        if self.stopped.wait(seconds):
+            raise KeyboardInterrupt("stopped following the grid; its Slurm jobs go on")
+
+    @contextlib.contextmanager
+    def following(self):
+        """While the grid is followed, Ctrl-C ends every ``wait`` (which would otherwise keep the
+        threads of the scheduler, and so the command, alive until the cluster is done) and then
+        raises ``KeyboardInterrupt``; the submitted jobs go on."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum, frame):
+            self.stopped.set()
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def cancel(self, indices) -> None:
         ids = [self.jobs[i].job_id for i in indices if self.jobs[i] is not None]

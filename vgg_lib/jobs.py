@@ -174,6 +174,8 @@ def grid(notebook, params_list, root=None, force: bool = False, progress: bool =
     ``executor="slurm"`` submits every job to Slurm at once instead (``vgg_lib.cluster``: each
     job held by ``afterok`` on those it starts from, its ``{"resources": {...}}`` asked for) and
     follows them every ``poll`` seconds; the table gains the Slurm job ids."""
+    import contextlib
+
     import pandas as pd
 
     from . import cluster, scheduler
@@ -217,7 +219,8 @@ def grid(notebook, params_list, root=None, force: bool = False, progress: bool =
 
     tasks = [scheduler.Task(i, job(i), set(starts[i].values()), label=json.dumps(p, default=str))
              for i, p in enumerate(params_list)]
-    scheduler.run(tasks, jobs, log=lambda line: None)  # each failure is in its row
+    with slurm.following() if executor == "slurm" else contextlib.nullcontext():
+        scheduler.run(tasks, jobs, log=lambda line: None)  # each failure is in its row
     skipped = [i for i, row in enumerate(rows) if row["status"] is None]
     for i in skipped:
         rows[i].update(status="skipped", error="the job it starts from failed")
