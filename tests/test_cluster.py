@@ -247,16 +247,18 @@ def test_a_grid_on_slurm_gives_the_local_grids_results(slurm, tmp_path, capsys):
     grid_file = _tiny_grid(tmp_path)
     notebook, params, _ = jobs.load_grid(grid_file)
     t0 = time.perf_counter()
-    code = jobs.main(["grid", str(grid_file), "--executor", "slurm", "--poll", "1", "--root", str(tmp_path / "slurm")])
-    on_slurm = time.perf_counter() - t0
+    on_slurm = jobs.grid(notebook, params, root=tmp_path / "slurm", executor="slurm", poll=1)
+    seconds = time.perf_counter() - t0
     out = capsys.readouterr().out
-    assert code == 1, out  # one job failed, one was skipped
     t0 = time.perf_counter()
     local = jobs.grid(notebook, params, root=tmp_path / "local", jobs=2, progress=False)
     with capsys.disabled():
-        print(f"\n{out}slurm executor {on_slurm:.0f} s, local executor {time.perf_counter() - t0:.0f} s")
-    assert local.status.tolist() == ["finished", "finished", "failed", "skipped"]
-    assert "slurm_job" in out and "] failed" in out  # the table names the Slurm jobs; progress lines name failures
+        print(f"\n{out}slurm executor {seconds:.0f} s, local executor {time.perf_counter() - t0:.0f} s")
+    assert local.status.tolist() == on_slurm.status.tolist() == ["finished", "finished", "failed", "skipped"]
+    assert on_slurm.slurm_job.nunique() == 4 and "] failed" in out  # each job one Slurm job
+    # the failure says the same as the local one: the job's own error, not Slurm's
+    assert on_slurm.error[2].replace(str(tmp_path / "slurm"), "ROOT") == local.error[2].replace(str(tmp_path / "local"), "ROOT")
+    assert "non-finite loss" in on_slurm.error[2] and on_slurm.error[3] == local.error[3]
     status = jobs.grid_status(notebook, params, root=tmp_path / "slurm")
     assert status.status.tolist() == ["finished", "finished", "failed", "skipped"]
     assert "non-finite loss" in status.error[2]

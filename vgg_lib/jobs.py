@@ -10,9 +10,15 @@ resumes from its checkpoint, and ``force=True`` starts again. ``grid`` runs many
 on when one fails; ``collect`` reads every run folder under a root -- written by the book, by
 papermill or by ``torchrun -m vgg_lib.train`` -- into one pandas DataFrame.
 
+A grid has two executors: ``local`` (the default, processes on this machine) and ``slurm``
+(``vgg_lib.cluster``: each job one Slurm job, with the grid file's ``resources``);
+``grid_status`` says where each job of a grid is, locally or on the cluster.
+
 From a shell::
 
     python -m vgg_lib.jobs grid book/jobs/example_grid.yaml
+    python -m vgg_lib.jobs grid book/jobs/imagenet_table3_slurm.yaml --executor slurm
+    python -m vgg_lib.jobs status book/jobs/imagenet_table3_slurm.yaml
     python -m vgg_lib.jobs collect runs
 """
 
