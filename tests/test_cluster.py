@@ -69,6 +69,7 @@ def test_resources_default_to_the_papers_scale_and_a_job_may_override_them(tmp_p
     assert (first.gpus_per_node, first.nodes, first.minutes, first.requeues) == (4, 1, 2 * 1440, 21)
     assert (second.gpus_per_node, second.nodes, second.world_size) == (0, 2, 2)
     assert cluster.resources({"time": "00:00:30"}, "test").minutes == 1  # Slurm counts whole minutes
+    assert cluster.resources({"slurm_options": None}, "test").slurm_options == {}
 
 
 def test_unknown_executor_and_mismatched_devices_are_refused_before_submitting(tmp_path, capsys, monkeypatch):

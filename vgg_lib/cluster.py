@@ -39,7 +39,7 @@ from .checks import ConfigError
 
 EXECUTORS = ("local", "slurm")
 RESOURCES = "resources"  # the key of a grid file's (and a jobs: entry's) resources
-# Slurm job states in which a job will not run again, and those of a job still to run.
+# Slurm job states in which a job will not run again, and those of a job on its nodes.
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
          "DEADLINE", "SPECIAL_EXIT", "REVOKED"}
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "STOPPED"}
@@ -50,15 +50,23 @@ NEVER = "DependencyNeverSatisfied"  # the reason of a job held on a failed job
 class Resources:
     """What one Slurm job asks for. One task per node: it runs ``torchrun`` with one process per
     GPU (one process on a node without GPUs; ``processes`` sets another number, as data-parallel
-    training on CPUs with gloo)."""
+    training on CPUs with gloo).
+
+    The defaults are the paper's scale. It trained each net for 2-3 weeks on 4 NVIDIA Titan Black
+    GPUs (Sect. 3.3): 4 GPUs on one node. 36 CPUs: 8 JPEG-decoding workers per GPU (``--workers``'
+    default, min(8, CPUs per GPU); the README's table estimates 4 for E to 10 for A on an
+    A100-class GPU) and the 4 training processes. 64 GB: about 1 GB per decoding worker and a few
+    per training process (CUDA context, pinned batches). 24 hours, the longest job many
+    partitions allow, and 21 time-limit requeues, so that a net needing the paper's 3 weeks still
+    ends; each requeue resumes from the last epoch's checkpoint."""
 
     nodes: int = 1
-    gpus_per_node: int = 0
-    cpus_per_node: int = 1
-    mem_gb: float = 4
-    time: str = "01:00:00"  # [D-]HH:MM:SS, Slurm's --time
-    partition: str | None = None
-    requeues: int = 3  # requeues after a time limit (a preemption always requeues)
+    gpus_per_node: int = 4
+    cpus_per_node: int = 36
+    mem_gb: float = 64
+    time: str = "24:00:00"  # [D-]HH:MM:SS, Slurm's --time
+    partition: str | None = None  # None: the cluster's default partition
+    requeues: int = 21  # requeues after a time limit (a preemption always requeues)
     slurm_options: dict = dataclasses.field(default_factory=dict)  # any other sbatch option: account, qos, ...
     processes: int | None = None  # training processes per node; None: one per GPU (one without GPUs)
 
@@ -76,13 +84,7 @@ class Resources:
         return max(1, days * 1440 + hours * 60 + minutes + (seconds > 0))
 
 
-# The paper trained each net for 2-3 weeks on 4 NVIDIA Titan Black GPUs (Sect. 3.3): 4 GPUs on
-# one node; 8 JPEG-decoding workers per GPU (the README's table: what a GPU needs to be fed) and
-# the training process itself: 36 CPUs; 64 GB for 32 decoding workers (~1 GB each) and 4 training
-# processes (CUDA context, pinned batches); 24 hours, the longest job many partitions allow, and
-# 21 time-limit requeues, so a net that needs the paper's 3 weeks still ends; each requeue
-# resumes from the last epoch's checkpoint.
-PAPER_SCALE = Resources(nodes=1, gpus_per_node=4, cpus_per_node=36, mem_gb=64, time="24:00:00", requeues=21)
+PAPER_SCALE = Resources()
 
 _TIME = re.compile(r"^(?:(\d+)-)?(\d{1,2}):(\d{2}):(\d{2})$")
 
@@ -127,6 +129,8 @@ def resources(spec, where: str, base: Resources = PAPER_SCALE) -> Resources:
     if options is not None and (not isinstance(options, dict)
                                 or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in options.values())):
         bad("slurm_options", "a mapping of sbatch options to strings or integers, such as {account: vision}")
+    if "slurm_options" in spec:
+        spec = {**spec, "slurm_options": dict(options or {})}
     return dataclasses.replace(base, **spec)
 
 
