@@ -327,6 +327,30 @@ def test_a_preempted_data_parallel_job_is_requeued_and_resumes_from_its_checkpoi
     assert all((a[k] == b[k]).all() for k in a)
 
 
+@pytest.mark.slow
+def test_a_job_at_its_time_limit_is_requeued_as_often_as_allowed_then_reported(slurm, tmp_path):
+    """In the last 10 minutes of its time, SIGUSR2 means the time limit: the job is requeued while
+    its `requeues` last, then fails with the reason, which the grid reports."""
+    params = {**TINY, "epochs": 500, "patience": 500, "seed": 3}  # far longer than the test waits
+    limited = cluster.resources({**SMALL_JOB, "time": "00:05:00", "requeues": 1}, "test")
+    grid = cluster.SlurmGrid(NOTEBOOK, [params], [{}], [limited], root=tmp_path / "slurm", poll=1)
+    job_id, log = grid.job_id(0), grid.jobs[0].paths.stdout
+
+    def started(times: int) -> bool:  # submitit has loaded the call and set its signal handler
+        return log.is_file() and log.read_text().count("Loading pickle") >= times and "Starting with" in log.read_text()
+
+    for run in (1, 2):
+        _wait_for(f"start {run}", lambda: started(run))
+        time.sleep(2)  # the handler is set just after the line
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+        if run == 1:
+            _wait_for("the requeue", lambda: (s := cluster.squeue([job_id]).get(job_id)) and s[0] == "PENDING")
+            subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)
+    with pytest.raises(jobs.JobError, match="Job not requeued because: timed-out too many times"):
+        grid.wait(0)
+    assert log.read_text().count("this job is timed-out") == 2
+
+
 # --- a multi-node job: the README's torchrun lines ------------------------------------------------
 
 @pytest.mark.slow
