@@ -101,6 +101,20 @@ def test_a_job_named_before_its_source_is_trained_gets_the_folder_the_local_grid
     assert before != jobs.job_dir(NOTEBOOK, {**params, "init_run": None}, tmp_path)
 
 
+def test_status_of_a_local_grid_reads_its_run_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(cluster, "queued_by_name", lambda: {})  # no Slurm: what a laptop sees
+    notebook, params, _ = jobs.load_grid(_tiny_grid(tmp_path))
+    table = jobs.grid_status(notebook, params, root=tmp_path)
+    assert table.status.tolist() == ["not started"] * 4
+    bad = Path(table.run_dir[2])
+    jobs.write_json(bad / "summary.json", {"status": "failed", "failure": {"reason": "non-finite loss"}})
+    running = Path(table.run_dir[0])
+    jobs.write_json(running / "summary.json", {"status": "running"})
+    table = jobs.grid_status(notebook, params, root=tmp_path)
+    assert table.status.tolist() == ["running", "not started", "failed", "skipped"]
+    assert table.error[2] == "non-finite loss" and table.error[3] == "a job it starts from failed"
+
+
 def test_torchrun_command_is_the_readmes_multi_node_line():
     cmd = cluster.torchrun_command(2, 4, "node1:29412", "12", {"config": "D", "S": [256, 512], "progress": False})
     assert cmd[1:] == ["-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=4", "--rdzv-backend=c10d",

@@ -246,14 +246,13 @@ def grid_status(notebook, params_list, root=None):
 
     queue = cluster.queued_by_name()
     rows = []
-    for i, p in enumerate(params_list):
+    for p in params_list:
         starts = dict(p.get(STARTS_FROM) or {})
-        params = {k: v for k, v in p.items() if k not in (STARTS_FROM, cluster.RESOURCES)}
-        params.update({k: rows[j]["run_dir"] for k, j in starts.items()})
-        row = {**{k: v for k, v in p.items() if k not in (STARTS_FROM, cluster.RESOURCES)},
-               "run_dir": None, "status": "not started", "slurm_job": None, "error": None}
+        own = {k: v for k, v in p.items() if k not in (STARTS_FROM, cluster.RESOURCES)}
+        row = {**own, "run_dir": None, "status": "not started", "slurm_job": None, "error": None}
         rows.append(row)
         try:
+            params = {**own, **{k: rows[j]["run_dir"] for k, j in starts.items()}}
             run_dir = cluster.run_folder(notebook, params, root, pending=starts)
         except Exception as e:
             row.update(status="failed", error=str(e))
@@ -398,7 +397,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if args.executor == "slurm":  # the submitted jobs go on without this process
+        if getattr(args, "executor", None) == "slurm":  # the submitted jobs go on without this process
             print(f"\nstopped following the grid; its Slurm jobs go on: python -m vgg_lib.jobs status {args.grid_file}",
                   file=sys.stderr)
         return 130
