@@ -95,10 +95,14 @@ def test_a_job_named_before_its_source_is_trained_gets_the_folder_the_local_grid
     from vgg_lib.train import TrainConfig, train
 
     source = train(TrainConfig(**{**TINY, "epochs": 1, "progress": False, "root": str(tmp_path)}))
-    params = {**TINY, "epochs": 1, "lr": 0.001, "init_run": str(source)}
-    before = cluster.run_folder(NOTEBOOK, params, tmp_path, pending={"init_run": 0})
-    assert before == jobs.job_dir(NOTEBOOK, params, tmp_path)
-    assert before != jobs.job_dir(NOTEBOOK, {**params, "init_run": None}, tmp_path)
+    tuned = {**TINY, "epochs": 1, "lr": 0.001, "init_run": str(source)}  # S=384 from S=256, say
+    deeper = {**TINY, "epochs": 1, "config": "B", "init": "from_run", "init_source": str(source)}  # B from A
+    for params, key in ((tuned, "init_run"), (deeper, "init_source")):
+        before = cluster.run_folder(NOTEBOOK, params, tmp_path, pending={key: 0})
+        assert before == jobs.job_dir(NOTEBOOK, params, tmp_path)
+    # the run it starts from is part of the name
+    assert cluster.run_folder(NOTEBOOK, {**tuned, "init_run": str(tmp_path / "elsewhere")}, tmp_path,
+                              pending={"init_run": 0}) != jobs.job_dir(NOTEBOOK, tuned, tmp_path)
 
 
 def test_status_of_a_local_grid_reads_its_run_folders(tmp_path, monkeypatch):
