@@ -5,6 +5,7 @@
 # key in a temporary folder and stop the daemons they started. Like install_chromium.sh, it needs
 # root or sudo; without them it says what to run and the tests skip with that reason.
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"  # the daemons live in sbin, which a PATH may leave out
 missing=()
 for tool in slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client munged:munge; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")

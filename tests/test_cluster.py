@@ -128,8 +128,13 @@ def test_torchrun_command_is_the_readmes_multi_node_line():
 
 # --- a one-node Slurm cluster on this machine ----------------------------------------------------
 
+def _tool(name: str) -> str | None:
+    """A command's path; the daemons are in sbin, which a PATH may leave out."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+
+
 def _why_no_slurm() -> str | None:
-    missing = [c for c in ("munged", "slurmctld", "slurmd", "sbatch", "srun") if shutil.which(c) is None]
+    missing = [c for c in ("munged", "slurmctld", "slurmd", "sbatch", "srun") if _tool(c) is None]
     if missing:
         return (f"Slurm is not installed ({', '.join(missing)} missing): `make slurm` installs Debian's "
                 "slurmctld, slurmd, slurm-client and munge as root")
@@ -184,11 +189,11 @@ def slurm(tmp_path_factory):
     t0 = time.perf_counter()
     started = []
     try:
-        for cmd in (["munged", "--force", f"--key-file={key}", f"--socket={folder}/munge.socket",
+        for cmd in ([_tool("munged"), "--force", f"--key-file={key}", f"--socket={folder}/munge.socket",
                      f"--pid-file={folder}/munged.pid", f"--log-file={folder}/munged.log", f"--seed-file={folder}/munge.seed"],
-                    ["slurmctld", "-f", str(folder / "slurm.conf")], ["slurmd", "-f", str(folder / "slurm.conf")]):
+                    [_tool("slurmctld"), "-f", str(folder / "slurm.conf")], [_tool("slurmd"), "-f", str(folder / "slurm.conf")]):
             subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=30)  # each forks into the background
-            started.append(cmd[0])
+            started.append(Path(cmd[0]).name)
         deadline = time.time() + 60
         while _sinfo() != "idle":
             if time.time() > deadline:
