@@ -119,6 +119,22 @@ def test_status_of_a_local_grid_reads_its_run_folders(tmp_path, monkeypatch):
     assert table.error[2] == "non-finite loss" and table.error[3] == "a job it starts from failed"
 
 
+def test_a_queue_that_does_not_answer_ends_no_job(monkeypatch, capsys):
+    answers = iter([RuntimeError("squeue failed: Socket timed out"), {"7": ("RUNNING", "None")}])
+
+    def squeue(ids):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(cluster, "squeue", squeue)
+    queue = cluster.Queue(poll=0)
+    assert queue.state("7", ["7"]) == ("UNKNOWN", "squeue failed")  # not ended: the wait goes on
+    assert "warning: squeue failed: Socket timed out" in capsys.readouterr().err
+    assert queue.state("7", ["7"]) == ("RUNNING", "None")
+
+
 def test_torchrun_command_is_the_readmes_multi_node_line():
     cmd = cluster.torchrun_command(2, 4, "node1:29412", "12", {"config": "D", "S": [256, 512], "progress": False})
     assert cmd[1:] == ["-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=4", "--rdzv-backend=c10d",

@@ -266,7 +266,11 @@ class Queue:
         """(state, reason) of ``job_id``, or None once the queue has forgotten it."""
         with self._lock:
             if time.monotonic() - self._read_at >= self.poll:
-                self._states = squeue(ids)
+                try:
+                    self._states = squeue(ids)
+                except RuntimeError as e:  # the controller did not answer this time: no news, no end
+                    print(f"warning: {e}; asking again in {self.poll:g} s", file=sys.stderr, flush=True)
+                    self._states = {i: self._states.get(i, ("UNKNOWN", "squeue failed")) for i in ids}
                 self._read_at = time.monotonic()
             return self._states.get(job_id)
 
