@@ -385,7 +385,7 @@ class SlurmGrid:
                 raise JobError(_last_error(value))
             state = self.queue.state(job.job_id, self.ids)
             if state is None or state[0] in ENDED:
-                self._pause(min(self.queue.poll, 2))  # its result file may reach this node late
+                self._pause(15)  # its result file may reach this node late (submitit waits as long)
                 if job.paths.result_pickle.exists():
                     continue
                 said = f"ended {state[0]} ({state[1]})" if state else "left the queue"
