@@ -16,7 +16,7 @@ export MPLCONFIGDIR := $(CURDIR)/.state/matplotlib
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book test test-fast lab jobs reproduce localise verify browser data web-assets clean clean-book
+.PHONY: setup book test test-fast lab jobs reproduce localise verify browser slurm data web-assets clean clean-book
 
 setup: $(STAMP) data
 
@@ -41,12 +41,17 @@ build/web_assets/.done: scripts/web_assets.sh
 browser:
 	bash scripts/install_chromium.sh
 
+# Debian's Slurm and munge for the tests of the slurm executor (tests/test_cluster.py), which
+# start them as a one-node cluster in a temporary folder; skipped (with the reason) without root.
+slurm:
+	bash scripts/install_slurm.sh
+
 book: $(STAMP) data web-assets
 	@mkdir -p .state    # IPython, Jupyter and matplotlib keep their state here (see the exports)
 	$(VENV)/bin/jupyter-book build . --path-output . -W --keep-going || \
 	  (echo "book build failed: see the reports under _build/html/reports"; exit 1)
 
-test: $(STAMP) browser
+test: $(STAMP) browser slurm
 	$(MAKE) book
 	$(VENV)/bin/pytest -q
 

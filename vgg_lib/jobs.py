@@ -10,9 +10,15 @@ resumes from its checkpoint, and ``force=True`` starts again. ``grid`` runs many
 on when one fails; ``collect`` reads every run folder under a root -- written by the book, by
 papermill or by ``torchrun -m vgg_lib.train`` -- into one pandas DataFrame.
 
+A grid has two executors: ``local`` (the default, processes on this machine) and ``slurm``
+(``vgg_lib.cluster``: each job one Slurm job, with the grid file's ``resources``);
+``grid_status`` says where each job of a grid is, locally or on the cluster.
+
 From a shell::
 
     python -m vgg_lib.jobs grid book/jobs/example_grid.yaml
+    python -m vgg_lib.jobs grid book/jobs/imagenet_table3_slurm.yaml --executor slurm
+    python -m vgg_lib.jobs status book/jobs/imagenet_table3_slurm.yaml
     python -m vgg_lib.jobs collect runs
 """
 
@@ -164,28 +170,49 @@ def expand(grid: dict) -> list[dict]:
 STARTS_FROM = "starts_from"  # in a job of a grid file's runs: {"init_run": index of the job it starts from}
 
 
-def grid(notebook, params_list, root=None, force: bool = False, progress: bool = True, jobs: int = 1):
+def grid(notebook, params_list, root=None, force: bool = False, progress: bool = True, jobs: int = 1,
+         executor: str = "local", poll: float = 30.0):
     """Run every parameter dict of ``params_list``, ``jobs`` at a time (``vgg_lib.scheduler``); a
     failing job is recorded and the rest go on, but a job that starts from another one
     (``{"starts_from": {"init_run": i}}``, from a grid file's ``runs``) waits for job ``i``, is
     given its run folder, and is skipped if it failed. Returns a DataFrame with one row per job,
-    in the given order: its params, ``run_dir``, ``status``, ``error``."""
+    in the given order: its params, ``run_dir``, ``status``, ``error``.
+
+    ``executor="slurm"`` submits every job to Slurm at once instead (``vgg_lib.cluster``: each
+    job held by ``afterok`` on those it starts from, its ``{"resources": {...}}`` asked for) and
+    follows them every ``poll`` seconds; the table gains the Slurm job ids."""
+    import contextlib
+
     import pandas as pd
 
-    from . import scheduler
+    from . import cluster, scheduler
 
+    if executor not in cluster.EXECUTORS:
+        raise ConfigError(f"executor={executor!r} is not allowed: one of {', '.join(cluster.EXECUTORS)}")
     starts = [dict(p.get(STARTS_FROM) or {}) for p in params_list]
-    params_list = [{k: v for k, v in p.items() if k != STARTS_FROM} for p in params_list]
+    asked = [cluster.resources(p.get(cluster.RESOURCES), f"job {i}") for i, p in enumerate(params_list)]
+    params_list = [{k: v for k, v in p.items() if k not in (STARTS_FROM, cluster.RESOURCES)} for p in params_list]
     rows = [{**params, "run_dir": None, "status": None, "error": None} for params in params_list]
+    if executor == "slurm":  # every job is submitted before any is followed
+        slurm = cluster.SlurmGrid(notebook, params_list, starts, asked, root=root, force=force, poll=poll)
+        for i, row in enumerate(rows):
+            row.update(run_dir=slurm.run_dirs[i] and str(slurm.run_dirs[i]), slurm_job=slurm.job_id(i))
+        jobs = max(1, len(params_list))  # following a job costs nothing: follow all at once
     finished = []
+
+    def execute(i: int, params: dict) -> Path:
+        if executor == "slurm":
+            return slurm.wait(i)
+        return run(notebook, params, root=root, force=force)
 
     def job(i: int):
         def fn():
             t0, row = time.perf_counter(), rows[i]
             params = {**params_list[i], **{k: rows[j]["run_dir"] for k, j in starts[i].items()}}
             try:
-                row["run_dir"] = str(job_dir(notebook, params, root))
-                row["status"] = status(run(notebook, params, root=root, force=force))
+                if executor == "local":
+                    row["run_dir"] = str(job_dir(notebook, params, root))
+                row["status"] = status(execute(i, params))
             except Exception as e:
                 row.update(status="failed", error=str(e))
                 raise
@@ -199,10 +226,57 @@ def grid(notebook, params_list, root=None, force: bool = False, progress: bool =
 
     tasks = [scheduler.Task(i, job(i), set(starts[i].values()), label=json.dumps(p, default=str))
              for i, p in enumerate(params_list)]
-    scheduler.run(tasks, jobs, log=lambda line: None)  # each failure is in its row
-    for row in rows:
-        if row["status"] is None:
-            row.update(status="skipped", error="the job it starts from failed")
+    with slurm.following() if executor == "slurm" else contextlib.nullcontext():
+        scheduler.run(tasks, jobs, log=lambda line: None)  # each failure is in its row
+    skipped = [i for i, row in enumerate(rows) if row["status"] is None]
+    for i in skipped:
+        rows[i].update(status="skipped", error="the job it starts from failed")
+    if executor == "slurm":
+        slurm.cancel(skipped)  # held on a failed job: the cluster would keep them pending
+    return pd.DataFrame(rows)
+
+
+def grid_status(notebook, params_list, root=None):
+    """Where each job of a grid is, read from its run folder and, for jobs submitted to Slurm,
+    from the queue (jobs are named by their run folders): ``queued``, ``running``, ``finished``,
+    ``failed``, ``skipped`` (a job it starts from failed) or ``not started``. One row per job:
+    its params, ``run_dir``, ``status``, ``slurm_job``, ``error``."""
+    import pandas as pd
+
+    from . import cluster
+
+    queue = cluster.queued_by_name()
+    rows = []
+    for p in params_list:
+        starts = dict(p.get(STARTS_FROM) or {})
+        own = {k: v for k, v in p.items() if k not in (STARTS_FROM, cluster.RESOURCES)}
+        row = {**own, "run_dir": None, "status": "not started", "slurm_job": None, "error": None}
+        rows.append(row)
+        try:
+            params = {**own, **{k: rows[j]["run_dir"] for k, j in starts.items()}}
+            run_dir = cluster.run_folder(notebook, params, root, pending=starts)
+        except Exception as e:
+            row.update(status="failed", error=str(e))
+            continue
+        row["run_dir"] = str(run_dir)
+        job_id, state, reason = queue.get(run_dir.name, (None, None, None))
+        row["slurm_job"] = job_id
+        summary = read_summary(run_dir)
+        if not summary and any(rows[j]["status"] in ("failed", "skipped") for j in starts.values()):
+            row.update(status="skipped", error="a job it starts from failed")  # held, or cancelled for it
+        elif is_done(run_dir):
+            row.update(status=summary["status"], error=(summary.get("failure") or {}).get("reason"))
+        elif state == "PENDING":
+            row["status"] = "skipped" if reason == cluster.NEVER else "queued"
+        elif state in cluster.RUNNING:
+            row["status"] = "running"
+        elif state is not None and state not in cluster.ENDED:  # requeued, preempted: to run again
+            row["status"] = "queued"
+        elif summary.get("status") == "failed" or state in cluster.ENDED - {"COMPLETED"}:
+            row.update(status="failed", error=(summary.get("failure") or {}).get("reason")
+                       or (f"Slurm job {job_id} ended {state} ({reason})" if state else None))
+        elif summary.get("status") == "running":
+            row["status"] = "running"
     return pd.DataFrame(rows)
 
 
@@ -212,8 +286,14 @@ def load_grid(path) -> tuple[Path, list[dict], Path | None]:
     """Read a grid file: ``notebook`` (relative to the file), optional ``root``, ``base``
     parameters shared by all jobs, and ``grid`` (a product of lists), ``jobs`` (a list) and/or
     ``runs`` with their ``recipes`` and ``seeds`` (records as in ``vgg_lib/experiments/grid.yaml``,
-    see ``run_jobs``)."""
+    see ``run_jobs``); ``resources`` for the ``slurm`` executor (``vgg_lib.cluster.Resources``),
+    which a ``jobs:`` entry may override with its own ``resources``: each job then carries its
+    checked resources under ``"resources"``."""
+    import dataclasses
+
     import yaml
+
+    from . import cluster
 
     path = Path(path)
     if not path.is_file():
@@ -226,10 +306,10 @@ def load_grid(path) -> tuple[Path, list[dict], Path | None]:
     keys = "keys notebook (required), root, base (a mapping), grid (a mapping of lists), jobs (a list of mappings)"
     if not isinstance(spec, dict):
         raise ConfigError(f"grid file {path}: a YAML {type(spec).__name__}, expected a mapping with {keys}")
-    unknown = set(spec) - {"notebook", "root", "base", "grid", "jobs", "recipes", "runs", "seeds"}
+    unknown = set(spec) - {"notebook", "root", "base", "grid", "jobs", "recipes", "runs", "seeds", cluster.RESOURCES}
     if unknown or "notebook" not in spec:
         raise ConfigError(f"grid file {path}: keys must be notebook, root, base, grid, jobs, recipes, runs, "
-                          f"seeds (notebook required); got {sorted(map(str, spec))}")
+                          f"seeds, resources (notebook required); got {sorted(map(str, spec))}")
     if not isinstance(spec["notebook"], str) or not spec["notebook"]:
         raise ConfigError(f"grid file {path}: notebook={spec['notebook']!r}, expected a notebook path")
     base, grid_, jobs_ = spec.get("base") or {}, spec.get("grid") or {}, spec.get("jobs") or []
@@ -247,6 +327,11 @@ def load_grid(path) -> tuple[Path, list[dict], Path | None]:
     if not jobs:
         raise ConfigError(f"grid file {path} defines no jobs: give grid (a mapping of lists), jobs "
                           "(a list of mappings) and/or runs (records, as in vgg_lib/experiments/grid.yaml)")
+    shared = cluster.resources(spec.get(cluster.RESOURCES), f"grid file {path}")
+    if cluster.RESOURCES in spec or any(cluster.RESOURCES in j for j in jobs):  # checked now: before any submission
+        for i, job in enumerate(jobs):
+            own = cluster.resources(job.get(cluster.RESOURCES), f"grid file {path}, job {i}", base=shared)
+            job[cluster.RESOURCES] = dataclasses.asdict(own)
     root = Path(spec["root"]) if spec.get("root") else None
     return notebook, jobs, root
 
@@ -280,13 +365,21 @@ def run_jobs(spec: dict, path, notebook, base: dict, first: int = 0) -> list[dic
 
 
 def main(argv=None) -> int:
+    from .cluster import EXECUTORS
+
     p = argparse.ArgumentParser(prog="python -m vgg_lib.jobs", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("grid", help="run every job of a GRID.yaml file")
     g.add_argument("grid_file")
     g.add_argument("--root", default=None, help="runs root (default: the file's root, $VGG_LIB_RUNS, ./runs)")
     g.add_argument("--force", action="store_true", help="rerun finished jobs")
-    g.add_argument("--jobs", type=int, default=1, help="jobs at a time (default 1)")
+    g.add_argument("--jobs", type=int, default=1, help="local executor: jobs at a time (default 1)")
+    g.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: processes on this machine; slurm: one Slurm job per job, through submitit")
+    g.add_argument("--poll", type=float, default=30.0, help="slurm executor: seconds between looks at the queue")
+    s = sub.add_parser("status", help="queued / running / finished / failed per job of a GRID.yaml file")
+    s.add_argument("grid_file")
+    s.add_argument("--root", default=None, help="runs root (default: the file's root, $VGG_LIB_RUNS, ./runs)")
     c = sub.add_parser("collect", help="print every run folder under ROOT as a table")
     c.add_argument("root", nargs="?", default=None)
     args = p.parse_args(argv)
@@ -295,10 +388,20 @@ def main(argv=None) -> int:
         return 0
     try:
         notebook, jobs, root = load_grid(args.grid_file)
+        if args.command == "status":
+            table = grid_status(notebook, jobs, root=args.root or root)
+            print(table[["status", "slurm_job", "run_dir", "error"]].fillna("").to_string(index=False))
+            return 0
+        table = grid(notebook, jobs, root=args.root or root, force=args.force, jobs=args.jobs,
+                     executor=args.executor, poll=args.poll)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    table = grid(notebook, jobs, root=args.root or root, force=args.force, jobs=args.jobs)
+    except KeyboardInterrupt:
+        if getattr(args, "executor", None) == "slurm":  # the submitted jobs go on without this process
+            print(f"\nstopped following the grid; its Slurm jobs go on: python -m vgg_lib.jobs status {args.grid_file}",
+                  file=sys.stderr)
+        return 130
     print(table.drop(columns=["error"]).to_string(index=False))
     return int((table.status != "finished").any())
 

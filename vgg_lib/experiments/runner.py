@@ -23,22 +23,14 @@ import numpy as np
 
 from .. import scheduler
 from ..atomic import write_json
+from ..cluster import train_arguments
 from ..runs import diverged, load_run, read_summary, status
 from . import grid as G
 from .grid import folder_name, repo_root, results_root, train_params, work_root
 
 def train_command(name: str, seed: int, work=None) -> list[str]:
     """``python -m vgg_lib.train ...`` for one run: what ``reproduce`` executes."""
-    cmd = [sys.executable, "-m", "vgg_lib.train"]
-    for key, value in train_params(name, seed, work).items():
-        flag = f"--{key}"
-        if isinstance(value, bool):
-            cmd.append(flag if value else f"--no-{key}")
-        elif isinstance(value, list):
-            cmd += [flag, *map(str, value)]
-        elif value is not None:
-            cmd += [flag, str(value)]
-    return cmd
+    return [sys.executable, "-m", "vgg_lib.train", *train_arguments(train_params(name, seed, work))]
 
 
 def _display(cmd: list[str], work) -> str:
