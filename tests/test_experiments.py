@@ -201,7 +201,8 @@ committed = pytest.mark.skipif(not RESULTS.is_dir(), reason="no results/ folder"
 def test_results_are_small_and_hold_no_machine_paths():
     files = [p for p in RESULTS.rglob("*") if p.is_file()]
     assert max(p.stat().st_size for p in files) <= 2 * 2 ** 20
-    assert sum(p.stat().st_size for p in files) <= 30 * 2 ** 20
+    # 30 MiB before the -60k study; its 35 run folders (about 0.4 MB each) land over several sittings
+    assert sum(p.stat().st_size for p in files) <= 48 * 2 ** 20
     for p in files:
         if p.suffix in (".json", ".csv"):
             text = p.read_text()
