@@ -12,7 +12,6 @@ Reproduction chapter, and ``tests/test_claims.py`` fails when a committed verdic
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -39,15 +38,28 @@ class Claim:
     lower_is_better: bool = True
 
 
+# What one scorecard() has read: several claims come from one table (the fusions, Table 5's
+# methods, the transfer scores, the localisers), which is read from results/ once.
+_READ: dict = {}
+
+
+def _read(reader, *args, **kwargs):
+    key = (reader.__name__, args, tuple(sorted(kwargs.items())))
+    if key not in _READ:
+        _READ[key] = reader(*args, **kwargs)
+    return _READ[key]
+
+
 def _table3(config: str, S: str = "256") -> float:
     return X.paper_table3(config, S)[0]
 
 
-def _set(set_name: str, first: str, second: str, seeds=None):
-    """Evidence from a named set of the grid: ``second - first`` of its labels over the seeds
-    that have landed (all of the set's seeds when ``seeds`` is None), ``None`` under two."""
+def _set(set_name: str, first: str, second: str, landed: bool = False):
+    """Evidence from a named set of the grid: ``second - first`` of its labels over all of the
+    set's seeds, or (``landed``: a set still landing seed by seed) over those in ``results/``,
+    ``None`` under two."""
     def evidence(results):
-        wanted = X.landed_seeds(set_name, results) if seeds == "landed" else None
+        wanted = X.landed_seeds(set_name, results) if landed else None
         if wanted is not None and len(wanted) < 2:
             return None
         df = X.table(set_name, seeds=wanted, results=results)
@@ -59,7 +71,7 @@ def _runs(set_name: str, *labels: str) -> tuple[str, ...]:
     return tuple(X.SETS[set_name][label] for label in labels)
 
 
-def _set_claims(suffix: str, seeds, section_note: str) -> list[Claim]:
+def _set_claims(suffix: str, landed: bool, section_note: str) -> list[Claim]:
     """The architecture comparisons of Table 3 (and Sect. 4.1's 5x5 net) on one set family."""
     page = "reproduction.html#table-3-the-comparisons-of-training" if not suffix else \
         "reproduction.html#the-core-comparisons-on-all-the-training-data"
@@ -74,7 +86,7 @@ def _set_claims(suffix: str, seeds, section_note: str) -> list[Claim]:
             ("filters: B vs B-5x5", "FILTERS", "B-5x5", "B: 3x3 pairs", -7.0, None),
             ("kernels: D (3x3) vs C (1x1)", "ONE_BY_ONE", "C: 1x1", "D: 3x3", _table3("D") - _table3("C"), None)]
     table = "3" + section_note
-    return [Claim(f"{name}{section_note}", "Table 3, Sect. 4.1", table, page, p, _set(s + suffix, a, b, seeds),
+    return [Claim(f"{name}{section_note}", "Table 3, Sect. 4.1", table, page, p, _set(s + suffix, a, b, landed),
                   _runs(s + suffix, a, b), margin)
             for name, s, a, b, p, margin in rows]
 
@@ -89,35 +101,22 @@ def _multi_scale_gain(label: str):
 
 def _table5(net: str, first: str, second: str):
     def evidence(results):
-        t = X.table5(X.TABLE5_NETS[net], results=results)
+        t = _read(X.table5, X.TABLE5_NETS[net], results=results)
         return stats.paired_difference(t[first], t[second])
     return evidence
 
 
 def _fusion(ensemble: str):
     def evidence(results):
-        t6 = X.fusion_table(results=results)
+        t6 = _read(X.fusion_table, results=results)
         return stats.paired_difference(t6.loc["best single net"], t6.loc[ensemble])
     return evidence
-
-
-def transfer_scores(results=None):
-    """Mean class recall (%) on the transfer target per source and seed: one row each, one column
-    per descriptor variant (``results/transfer/``)."""
-    import pandas as pd
-
-    rows = []
-    for source in X.TRANSFER_SOURCES:
-        for seed in X.seeds_of(source.split()[-1]):
-            f = X.results_root(results) / "transfer" / f"{source.replace(' ', '-')}-s{seed}.json"
-            rows.append({"source": source, "seed": seed, **json.loads(f.read_text())["mean_class_recall"]})
-    return pd.DataFrame(rows)
 
 
 def _transfer(first: str, second: str):
     """``second - first`` in mean class recall of the best variant (higher is better)."""
     def evidence(results):
-        s = transfer_scores(results).sort_values("seed")
+        s = _read(X.transfer_scores, results).sort_values("seed")
         variant = s.drop(columns=["source", "seed"]).mean().idxmax()
         a, b = (s[s.source == n][variant].to_numpy() for n in (first, second))
         # the untrained D takes each seed's trained net's architecture: a paired design
@@ -127,7 +126,7 @@ def _transfer(first: str, second: str):
 
 def _localisation(label: str):
     def evidence(results):
-        df = X.localisation_table(results)
+        df = _read(X.localisation_table, results)
         better, base, value = X.LOCALISATION_COMPARISONS[label]
         a, b = (df[df.variant == v].set_index("seed")[value] for v in (base, better))
         seeds = sorted(set(a.index) & set(b.index))
@@ -143,8 +142,8 @@ def claims() -> list[Claim]:
     jitter_vs_256 = _table3("D", "256-512") - _table3("D")
     jitter_vs_384 = _table3("D", "256-512") - _table3("D", "384")
     return [
-        *_set_claims("", None, ""),
-        *_set_claims("_60K", "landed", " (all training data)"),
+        *_set_claims("", False, ""),
+        *_set_claims("_60K", True, " (all training data)"),
         *[Claim(f"scale ({where}): jittered vs {first}", "our control" if p is None else "Table 3, Sect. 3.1", "3",
                 "training.html", p, _set(set_name, first, "S=[256,512]"), _runs(set_name, first, "S=[256,512]"))
           for set_name, where, first, p in (
@@ -196,8 +195,13 @@ def scorecard(results=None):
     import pandas as pd
 
     rows = []
+    _READ.clear()
+    try:
+        evidence = {c.name: c.evidence(results) for c in claims()}
+    finally:
+        _READ.clear()
     for c in claims():
-        d = c.evidence(results)
+        d = evidence[c.name]
         row = {"claim": c.name, "paper": c.paper, "section": c.section, "table": c.table, "page": c.page,
                "runs": ", ".join(c.runs)}
         if d is None:
@@ -208,3 +212,18 @@ def scorecard(results=None):
         rows.append({**row, "ours": d["diff"], "low": d["low"], "high": d["high"], "mde": d["mde"],
                      "seeds": int(np.min(d["n"])), "verdict": v.label, "sentence": v.sentence})
     return pd.DataFrame(rows).set_index("claim")
+
+
+def formatted(card):
+    """Rows of ``scorecard()`` as the book prints them: signed numbers, the interval as one
+    string, and a dash (never "nan") where the paper has no number or no interval exists yet."""
+    import pandas as pd
+
+    def number(fmt):
+        return lambda v: "—" if pd.isna(v) else format(v, fmt)
+
+    return pd.DataFrame({
+        "ours": card.ours.map(number("+.2f")),
+        "95% CI": ["—" if pd.isna(lo) else f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(card.low, card.high)],
+        "MDE": card.mde.map(number(".2f")), "paper": card.paper.map(number("+.2f")),
+        "verdict": card.verdict, "seeds": card.seeds}, index=card.index)

@@ -30,7 +30,7 @@ from .readers import (DENSE_AVERAGES, LOCALISATION_COMPARISONS, PAPER_OF, TABLE5
                       evaluated_centred, evaluations, fusion_table, grid_wall_time, landed_seeds, load, localisation_comparisons,
                       localisation_examples, localisation_metrics, localisation_table,
                       paired_table, paper_multi_scale_gain, paper_table3, posteriors, summarise, table, table5,
-                      trained, verification_model)
+                      trained, transfer_scores, verification_model)
 from .runner import (LIGHT_FILES, LOCALISATION_FILES, _display, _stale, eval_tag, evaluate_run,  # noqa: F401
                      is_done, localisation_folder, localisation_params, localise_run, localise_union_run,
                      pending, provenance, reproduce, test_scales, train_command, train_run, transfer_data,

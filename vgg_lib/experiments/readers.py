@@ -38,27 +38,35 @@ def load(name: str, seed: int, results=None) -> dict:
             "evals": evals, "folder": folder}
 
 
+def _landed(name: str, seed: int, results=None) -> bool:
+    """Whether run ``name``/``seed`` is in ``results/``: trained, with every evaluation of the grid."""
+    from .runner import is_done
+
+    return is_done(("train", name, seed, None), results) and all(
+        is_done(("eval", name, seed, spec), results) for spec in G.EVALS.get(name, []))
+
+
 def trained(results=None) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """The grid's trainings as ``(name, seed)`` in schedule order: those whose results are in
     ``results/`` with all their evaluations, and those still to come (a grid being produced over
     several sittings, e.g. the 60,000-image runs, lands seed by seed)."""
-    from .runner import is_done
-
     done, missing = [], []
     for name in G.RUNS:
         for seed in G.seeds_of(name):
-            ok = is_done(("train", name, seed, None), results) and all(
-                is_done(("eval", name, seed, spec), results) for spec in G.EVALS.get(name, []))
-            (done if ok else missing).append((name, seed))
+            (done if _landed(name, seed, results) else missing).append((name, seed))
     return done, missing
 
 
+def _set_seeds(set_name: str) -> list[int]:
+    """The seeds every run of set ``set_name`` has in the grid."""
+    return sorted(set.intersection(*(set(G.seeds_of(name)) for name in G.SETS[set_name].values())))
+
+
 def landed_seeds(set_name: str, results=None) -> tuple[int, ...]:
-    """The seeds for which every run of set ``set_name`` is in ``results/`` (trained and evaluated)."""
-    done = set(trained(results)[0])
+    """The seeds for which every run of set ``set_name`` is in ``results/`` (trained and evaluated);
+    only the set's own runs are read."""
     runs = G.SETS[set_name].values()
-    seeds = sorted(set.intersection(*(set(G.seeds_of(name)) for name in runs)))
-    return tuple(s for s in seeds if all((name, s) in done for name in runs))
+    return tuple(s for s in _set_seeds(set_name) if all(_landed(name, s, results) for name in runs))
 
 
 def posteriors(name: str, seed: int, tag: str, results=None):
@@ -74,7 +82,7 @@ def table(set_name: str, seeds=None, results=None):
     import pandas as pd
 
     if seeds is None:
-        seeds = sorted(set.intersection(*(set(G.seeds_of(name)) for name in G.SETS[set_name].values())))
+        seeds = _set_seeds(set_name)
     rows = []
     tag = G.SET_TESTS.get(set_name)
     for label, name in G.SETS[set_name].items():
@@ -275,6 +283,19 @@ def fusion_table(ensembles=None, results=None):
             col[name] = topk_error(fuse([post[m][0] for m in members]), y, 1)
         out[seed] = col
     return pd.DataFrame(out)
+
+
+def transfer_scores(results=None):
+    """Mean class recall (%) on the transfer target per source and seed: one row each, one column
+    per descriptor variant (``results/transfer/``)."""
+    import pandas as pd
+
+    rows = []
+    for source in G.TRANSFER_SOURCES:
+        for seed in G.seeds_of(source.split()[-1]):
+            f = results_root(results) / "transfer" / f"{source.replace(' ', '-')}-s{seed}.json"
+            rows.append({"source": source, "seed": seed, **json.loads(f.read_text())["mean_class_recall"]})
+    return pd.DataFrame(rows)
 
 
 # --- Appendix A: the localisers ---------------------------------------------------------------------
